@@ -1,0 +1,256 @@
+//! Payload codecs chosen by content type.
+//!
+//! The content type of a message is its `contentType` header, else the
+//! binding's `content-type`, else `application/json`. `Bytes`, `Vec<u8>` and
+//! `String` payloads pass through untouched whatever the content type, as
+//! Spring passes `byte[]` and `String`; other types go through serde.
+
+use std::any::{Any, type_name};
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// The content type used when neither the message nor the binding names one.
+pub const DEFAULT_CONTENT_TYPE: &str = "application/json";
+
+/// How a payload is turned into values and back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Codec {
+    /// `application/json` (and `+json` suffixes).
+    Json,
+    /// `text/plain`: UTF-8 text; non-text values are written as JSON.
+    Text,
+    /// `application/octet-stream`: raw bytes only.
+    Binary,
+}
+
+impl Codec {
+    /// The codec for a content type such as `application/json;charset=utf-8`.
+    ///
+    /// Surrounding quotes are ignored: Spring's Kafka header mapper writes
+    /// header values as JSON strings.
+    pub fn for_content_type(content_type: &str) -> Result<Codec, UnsupportedContentType> {
+        let essence = content_type
+            .trim()
+            .trim_matches('"')
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        match essence.as_str() {
+            "application/json" => Ok(Codec::Json),
+            e if e.starts_with("application/") && e.ends_with("+json") => Ok(Codec::Json),
+            "text/plain" => Ok(Codec::Text),
+            "application/octet-stream" => Ok(Codec::Binary),
+            _ => Err(UnsupportedContentType(content_type.to_owned())),
+        }
+    }
+
+    /// Decodes `payload` as `T`.
+    pub fn decode<T: DeserializeOwned + 'static>(self, payload: &Bytes) -> Result<T, DecodeError> {
+        if let Some(value) = decode_raw::<T>(payload) {
+            return value;
+        }
+        match self {
+            Codec::Json | Codec::Text => serde_json::from_slice(payload).map_err(|e| DecodeError {
+                target: type_name::<T>(),
+                codec: self,
+                reason: e.to_string(),
+            }),
+            Codec::Binary => Err(DecodeError {
+                target: type_name::<T>(),
+                codec: self,
+                reason:
+                    "application/octet-stream payloads decode only into Bytes, Vec<u8> or String"
+                        .into(),
+            }),
+        }
+    }
+
+    /// Encodes `value`; `None` means "no message" (the value was `()` or a
+    /// `None`, which Spring treats as a filtered output).
+    pub fn encode<T: Serialize + 'static>(self, value: T) -> Result<Option<Bytes>, EncodeError> {
+        let mut slot = Some(value);
+        if let Some(raw) = encode_raw(&mut slot) {
+            return Ok(raw);
+        }
+        let value = slot
+            .take()
+            .expect("encode_raw leaves the value when it declines");
+        let fail = |reason: String| EncodeError {
+            source_type: type_name::<T>(),
+            codec: self,
+            reason,
+        };
+        if self == Codec::Binary {
+            return Err(fail(
+                "application/octet-stream outputs must be Bytes, Vec<u8> or String".into(),
+            ));
+        }
+        let json = serde_json::to_vec(&value).map_err(|e| fail(e.to_string()))?;
+        if json == b"null" {
+            return Ok(None);
+        }
+        if self == Codec::Text && json.first() == Some(&b'"') {
+            // A string-like value (an enum variant, a newtype): write the text itself.
+            let text: String = serde_json::from_slice(&json).map_err(|e| fail(e.to_string()))?;
+            return Ok(Some(Bytes::from(text)));
+        }
+        Ok(Some(Bytes::from(json)))
+    }
+}
+
+/// Moves raw payload types out without serde; `None` for other types.
+fn decode_raw<T: 'static>(payload: &Bytes) -> Option<Result<T, DecodeError>> {
+    let mut slot: Option<T> = None;
+    let any: &mut dyn Any = &mut slot;
+    if let Some(slot) = any.downcast_mut::<Option<Bytes>>() {
+        *slot = Some(payload.clone());
+    } else if let Some(slot) = any.downcast_mut::<Option<Vec<u8>>>() {
+        *slot = Some(payload.to_vec());
+    } else if let Some(slot) = any.downcast_mut::<Option<String>>() {
+        match std::str::from_utf8(payload) {
+            Ok(text) => *slot = Some(text.to_owned()),
+            Err(e) => {
+                return Some(Err(DecodeError {
+                    target: "String",
+                    codec: Codec::Text,
+                    reason: e.to_string(),
+                }));
+            }
+        }
+    } else {
+        return None;
+    }
+    slot.map(Ok)
+}
+
+/// Takes raw payload types out of `slot` without serde; `None` (leaving the
+/// slot filled) for other types.
+fn encode_raw<T: 'static>(slot: &mut Option<T>) -> Option<Option<Bytes>> {
+    let any: &mut dyn Any = slot;
+    if let Some(bytes) = any.downcast_mut::<Option<Bytes>>() {
+        return Some(bytes.take());
+    }
+    if let Some(vec) = any.downcast_mut::<Option<Vec<u8>>>() {
+        return Some(vec.take().map(Bytes::from));
+    }
+    if let Some(text) = any.downcast_mut::<Option<String>>() {
+        return Some(text.take().map(Bytes::from));
+    }
+    if let Some(text) = any.downcast_mut::<Option<&'static str>>() {
+        return Some(text.take().map(|t| Bytes::from_static(t.as_bytes())));
+    }
+    if any.downcast_mut::<Option<()>>().is_some() {
+        return Some(None);
+    }
+    None
+}
+
+/// A content type bindery has no codec for.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unsupported content type `{0}`; supported: application/json, text/plain, application/octet-stream"
+)]
+pub struct UnsupportedContentType(pub String);
+
+/// A payload that could not be decoded. It is never retried: the message
+/// goes to the dead-letter destination.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("cannot decode {codec:?} payload as `{target}`: {reason}")]
+pub struct DecodeError {
+    target: &'static str,
+    codec: Codec,
+    reason: String,
+}
+
+impl DecodeError {
+    /// A decode error for a payload whose content type has no codec.
+    pub fn unsupported(target: &'static str, error: &UnsupportedContentType) -> Self {
+        Self {
+            target,
+            codec: Codec::Binary,
+            reason: error.to_string(),
+        }
+    }
+}
+
+/// A value that could not be encoded for its output binding.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("cannot encode `{source_type}` as {codec:?}: {reason}")]
+pub struct EncodeError {
+    source_type: &'static str,
+    codec: Codec,
+    reason: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Order {
+        id: u64,
+    }
+
+    #[test]
+    fn content_type_essence_and_quotes() {
+        assert_eq!(
+            Codec::for_content_type("application/json;charset=utf-8"),
+            Ok(Codec::Json)
+        );
+        assert_eq!(Codec::for_content_type("\"text/plain\""), Ok(Codec::Text));
+        assert_eq!(
+            Codec::for_content_type("application/vnd.x+json"),
+            Ok(Codec::Json)
+        );
+        assert!(Codec::for_content_type("application/xml").is_err());
+    }
+
+    #[test]
+    fn raw_types_pass_through() {
+        let payload = Bytes::from_static(b"not json");
+        assert_eq!(Codec::Json.decode::<Bytes>(&payload).unwrap(), payload);
+        assert_eq!(Codec::Json.decode::<String>(&payload).unwrap(), "not json");
+        assert_eq!(
+            Codec::Binary.encode(payload.clone()).unwrap(),
+            Some(payload)
+        );
+        assert_eq!(Codec::Json.encode("hi".to_string()).unwrap().unwrap(), "hi");
+        assert_eq!(Codec::Json.encode(()).unwrap(), None);
+    }
+
+    #[test]
+    fn json_round_trip_and_none_filters() {
+        let bytes = Codec::Json.encode(Order { id: 7 }).unwrap().unwrap();
+        assert_eq!(
+            Codec::Json.decode::<Order>(&bytes).unwrap(),
+            Order { id: 7 }
+        );
+        assert_eq!(Codec::Json.encode(None::<Order>).unwrap(), None);
+        assert!(Codec::Binary.decode::<Order>(&bytes).is_err());
+        let error = Codec::Json
+            .decode::<Order>(&Bytes::from_static(b"{"))
+            .unwrap_err();
+        assert!(error.to_string().contains("Order"), "{error}");
+    }
+
+    #[test]
+    fn text_writes_strings_bare_and_numbers_as_text() {
+        assert_eq!(Codec::Text.encode(42u32).unwrap().unwrap(), "42");
+        assert_eq!(
+            Codec::Text
+                .decode::<u32>(&Bytes::from_static(b"42"))
+                .unwrap(),
+            42
+        );
+        assert_eq!(
+            Codec::Text.encode(Some("x".to_string())).unwrap().unwrap(),
+            "x"
+        );
+    }
+}

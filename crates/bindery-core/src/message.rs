@@ -1,0 +1,324 @@
+//! The message model: payload, headers, key and routing key.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use bytes::Bytes;
+
+/// Names of the headers bindery reads and writes.
+///
+/// They follow Spring Cloud Stream so that bindery services interoperate
+/// with Spring services on the same destinations.
+pub mod names {
+    /// The payload's media type, as Spring writes it.
+    pub const CONTENT_TYPE: &str = "contentType";
+    /// The message's error text, on dead letters.
+    pub const EXCEPTION_MESSAGE: &str = "x-exception-message";
+    /// The whole error chain, one cause per line, on dead letters.
+    pub const EXCEPTION_STACKTRACE: &str = "x-exception-stacktrace";
+    /// The Rust type name of the error, on dead letters.
+    pub const EXCEPTION_FQCN: &str = "x-exception-fqcn";
+    /// The destination the message was consumed from, on dead letters.
+    pub const ORIGINAL_DESTINATION: &str = "x-original-destination";
+    /// The group the message was consumed in, on dead letters.
+    pub const ORIGINAL_GROUP: &str = "x-original-group";
+    /// How many times the function was invoked, on dead letters.
+    pub const DELIVERY_ATTEMPTS: &str = "x-delivery-attempts";
+    /// Prefix shared by the exception headers (removed on redrive).
+    pub const EXCEPTION_PREFIX: &str = "x-exception-";
+}
+
+/// Message headers: an ordered list of text names and text values.
+///
+/// Names are case-sensitive, as in Spring. Setting a name that is present
+/// replaces its value. Most messages carry a handful of headers, so a small
+/// vector beats a map; names and values that are `'static` cost nothing to
+/// clone.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Headers {
+    entries: Vec<(Cow<'static, str>, Cow<'static, str>)>,
+}
+
+impl Headers {
+    /// Empty headers.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The value of `name`, if present.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.entries
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_ref())
+    }
+
+    /// Whether `name` is present.
+    pub fn contains(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// Sets `name` to `value`, replacing an earlier value.
+    pub fn insert(
+        &mut self,
+        name: impl Into<Cow<'static, str>>,
+        value: impl Into<Cow<'static, str>>,
+    ) {
+        let name = name.into();
+        let value = value.into();
+        match self.entries.iter_mut().find(|(n, _)| *n == name) {
+            Some(entry) => entry.1 = value,
+            None => self.entries.push((name, value)),
+        }
+    }
+
+    /// Removes `name`, returning its value.
+    pub fn remove(&mut self, name: &str) -> Option<Cow<'static, str>> {
+        let index = self.entries.iter().position(|(n, _)| n == name)?;
+        Some(self.entries.remove(index).1)
+    }
+
+    /// Keeps only the headers for which `keep` returns true.
+    pub fn retain(&mut self, mut keep: impl FnMut(&str, &str) -> bool) {
+        self.entries.retain(|(n, v)| keep(n, v));
+    }
+
+    /// Iterates over `(name, value)` pairs in insertion order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.entries.iter().map(|(n, v)| (n.as_ref(), v.as_ref()))
+    }
+
+    /// Number of headers.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there are no headers.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The `contentType` header.
+    pub fn content_type(&self) -> Option<&str> {
+        self.get(names::CONTENT_TYPE)
+    }
+}
+
+impl fmt::Debug for Headers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+impl<N, V> FromIterator<(N, V)> for Headers
+where
+    N: Into<Cow<'static, str>>,
+    V: Into<Cow<'static, str>>,
+{
+    fn from_iter<I: IntoIterator<Item = (N, V)>>(iter: I) -> Self {
+        let mut headers = Headers::new();
+        headers.extend(iter);
+        headers
+    }
+}
+
+impl<N, V> Extend<(N, V)> for Headers
+where
+    N: Into<Cow<'static, str>>,
+    V: Into<Cow<'static, str>>,
+{
+    fn extend<I: IntoIterator<Item = (N, V)>>(&mut self, iter: I) {
+        for (name, value) in iter {
+            self.insert(name, value);
+        }
+    }
+}
+
+/// Where an inbound message came from and how often it was tried.
+///
+/// Present on messages handed to functions; absent on messages they build.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DeliveryInfo {
+    /// The broker's identity of this delivery (sequence, tag, or offset).
+    pub id: String,
+    /// The invocation attempt, starting at 1.
+    pub attempt: u32,
+    /// Whether the broker delivered this message before.
+    pub redelivered: bool,
+}
+
+/// A message: a payload with headers, an optional key and routing key.
+///
+/// Binders move `Message<Bytes>`; functions may take or return
+/// `Message<T>` for a typed payload when they need the other parts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message<T = Bytes> {
+    payload: T,
+    headers: Headers,
+    key: Option<Bytes>,
+    routing_key: Option<String>,
+    delivery: Option<DeliveryInfo>,
+}
+
+impl<T> Message<T> {
+    /// A message with `payload` and nothing else.
+    pub fn new(payload: T) -> Self {
+        Self {
+            payload,
+            headers: Headers::new(),
+            key: None,
+            routing_key: None,
+            delivery: None,
+        }
+    }
+
+    /// Adds a header.
+    pub fn with_header(
+        mut self,
+        name: impl Into<Cow<'static, str>>,
+        value: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        self.headers.insert(name, value);
+        self
+    }
+
+    /// Replaces the headers.
+    pub fn with_headers(mut self, headers: Headers) -> Self {
+        self.headers = headers;
+        self
+    }
+
+    /// Sets the key (Kafka's record key; the ordering key everywhere).
+    pub fn with_key(mut self, key: impl Into<Bytes>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Sets the routing key matched against `binding-routing-keys`.
+    pub fn with_routing_key(mut self, routing_key: impl Into<String>) -> Self {
+        self.routing_key = Some(routing_key.into());
+        self
+    }
+
+    /// Sets the `contentType` header.
+    pub fn with_content_type(self, content_type: impl Into<Cow<'static, str>>) -> Self {
+        self.with_header(names::CONTENT_TYPE, content_type)
+    }
+
+    /// The payload.
+    pub fn payload(&self) -> &T {
+        &self.payload
+    }
+
+    /// The payload, mutably.
+    pub fn payload_mut(&mut self) -> &mut T {
+        &mut self.payload
+    }
+
+    /// Takes the payload, dropping the rest.
+    pub fn into_payload(self) -> T {
+        self.payload
+    }
+
+    /// The headers.
+    pub fn headers(&self) -> &Headers {
+        &self.headers
+    }
+
+    /// The headers, mutably.
+    pub fn headers_mut(&mut self) -> &mut Headers {
+        &mut self.headers
+    }
+
+    /// The key, if any.
+    pub fn key(&self) -> Option<&Bytes> {
+        self.key.as_ref()
+    }
+
+    /// Sets or clears the key.
+    pub fn set_key(&mut self, key: Option<Bytes>) {
+        self.key = key;
+    }
+
+    /// The routing key, if any.
+    pub fn routing_key(&self) -> Option<&str> {
+        self.routing_key.as_deref()
+    }
+
+    /// Sets or clears the routing key.
+    pub fn set_routing_key(&mut self, routing_key: Option<String>) {
+        self.routing_key = routing_key;
+    }
+
+    /// The `contentType` header.
+    pub fn content_type(&self) -> Option<&str> {
+        self.headers.content_type()
+    }
+
+    /// Delivery facts (id, attempt) of an inbound message.
+    pub fn delivery(&self) -> Option<&DeliveryInfo> {
+        self.delivery.as_ref()
+    }
+
+    /// Attaches delivery facts; the runtime does this for inbound messages.
+    pub fn with_delivery(mut self, delivery: DeliveryInfo) -> Self {
+        self.delivery = Some(delivery);
+        self
+    }
+
+    /// Replaces the payload, keeping every other part.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Message<U> {
+        Message {
+            payload: f(self.payload),
+            headers: self.headers,
+            key: self.key,
+            routing_key: self.routing_key,
+            delivery: self.delivery,
+        }
+    }
+
+    /// Replaces the payload with a fallible conversion, keeping the rest.
+    pub fn try_map<U, E>(self, f: impl FnOnce(T) -> Result<U, E>) -> Result<Message<U>, E> {
+        Ok(Message {
+            payload: f(self.payload)?,
+            headers: self.headers,
+            key: self.key,
+            routing_key: self.routing_key,
+            delivery: self.delivery,
+        })
+    }
+}
+
+impl<T: Default> Default for Message<T> {
+    fn default() -> Self {
+        Message::new(T::default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insert_replaces_and_keeps_order() {
+        let mut headers = Headers::new();
+        headers.insert("a", "1");
+        headers.insert("b", "2");
+        headers.insert("a", "3");
+        assert_eq!(headers.iter().collect::<Vec<_>>(), [("a", "3"), ("b", "2")]);
+        assert_eq!(headers.remove("a").as_deref(), Some("3"));
+        assert_eq!(headers.len(), 1);
+    }
+
+    #[test]
+    fn builder_sets_every_part() {
+        let message = Message::new(Bytes::from_static(b"x"))
+            .with_key("k")
+            .with_routing_key("item.insert")
+            .with_content_type("text/plain");
+        assert_eq!(message.key().map(|k| &k[..]), Some(&b"k"[..]));
+        assert_eq!(message.routing_key(), Some("item.insert"));
+        assert_eq!(message.content_type(), Some("text/plain"));
+    }
+}
