@@ -23,7 +23,7 @@
 pub mod binder;
 pub mod codec;
 pub mod config;
-mod error;
+pub mod error;
 pub mod function;
 pub mod message;
 pub mod policy;

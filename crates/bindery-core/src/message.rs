@@ -26,6 +26,20 @@ pub mod names {
     pub const DELIVERY_ATTEMPTS: &str = "x-delivery-attempts";
     /// Prefix shared by the exception headers (removed on redrive).
     pub const EXCEPTION_PREFIX: &str = "x-exception-";
+    /// Prefix of the headers that say where a dead letter came from.
+    pub const ORIGINAL_PREFIX: &str = "x-original-";
+
+    /// Whether a header describes the transport of one message rather than
+    /// its content, so an output must not inherit it from its input.
+    pub fn is_transport(name: &str) -> bool {
+        name == CONTENT_TYPE
+            || name == DELIVERY_ATTEMPTS
+            || name.starts_with(EXCEPTION_PREFIX)
+            || name.starts_with(ORIGINAL_PREFIX)
+            || name == "x-death"
+            || name.starts_with("x-first-death-")
+            || name.starts_with("x-last-death-")
+    }
 }
 
 /// Message headers: an ordered list of text names and text values.
@@ -101,6 +115,19 @@ impl Headers {
     /// The `contentType` header.
     pub fn content_type(&self) -> Option<&str> {
         self.get(names::CONTENT_TYPE)
+    }
+
+    /// The headers an output inherits from its input: all but the
+    /// transport ones ([`names::is_transport`]).
+    pub fn inheritable(&self) -> Headers {
+        Headers {
+            entries: self
+                .entries
+                .iter()
+                .filter(|(n, _)| !names::is_transport(n))
+                .cloned()
+                .collect(),
+        }
     }
 }
 

@@ -47,8 +47,16 @@ impl RoutingPattern {
         &self.source
     }
 
+    /// Whether the pattern is `#`, which matches every key.
+    pub fn is_catch_all(&self) -> bool {
+        matches!(self.words.as_slice(), [PatternWord::Many])
+    }
+
     /// Whether `routing_key` matches (a missing key is the empty key).
     pub fn matches(&self, routing_key: &str) -> bool {
+        if self.is_catch_all() {
+            return true;
+        }
         let key: Vec<&str> = if routing_key.is_empty() {
             Vec::new()
         } else {

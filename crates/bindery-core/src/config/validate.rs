@@ -67,8 +67,7 @@ pub fn validate(
             problems.push(unknown_key("", key, &TOP_LEVEL_KEYS));
         }
     }
-    let app: AppSettings =
-        read_section(root.get("bindery"), "bindery", &mut problems).unwrap_or_default();
+    let app = read_app_settings(root.get("bindery"), &mut problems);
 
     let binders = check_binders(root.get("binders"), &catalog, &mut problems);
     let default_binder = resolve_default_binder(&app, &binders, &mut problems);
@@ -136,6 +135,17 @@ pub fn validate(
         .iter()
         .filter_map(|name| context.output(name, binding_tables.get(name)))
         .collect();
+    // Check bindings that match nothing too, so typos inside them show up
+    // in the same run.
+    for (name, table) in &binding_tables {
+        if !expected.contains_key(name) {
+            if name.contains("-in-") {
+                context.input(name, Some(table));
+            } else {
+                context.output(name, Some(table));
+            }
+        }
+    }
 
     if !problems.is_empty() {
         for problem in &mut problems {
@@ -156,6 +166,23 @@ pub fn validate(
         extra_outputs,
         warnings,
     })
+}
+
+/// Reads `[bindery]`, with `[bindery.poller]` checked on its own.
+fn read_app_settings(value: Option<&Value>, problems: &mut Vec<Problem>) -> AppSettings {
+    let mut table = match value {
+        Some(Value::Object(table)) => table.clone(),
+        None | Some(Value::Null) => Map::new(),
+        Some(other) => {
+            problems.push(Problem::new("bindery", format!("expected a table, found {}", kind(other))));
+            return AppSettings::default();
+        }
+    };
+    let poller_table = table.remove("poller");
+    let poller = read_section(poller_table.as_ref(), "bindery.poller", problems).unwrap_or_default();
+    let mut app: AppSettings = read_section(Some(&Value::Object(table)), "bindery", problems).unwrap_or_default();
+    app.poller = poller;
+    app
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -491,13 +518,27 @@ impl BindingContext<'_, '_> {
                 sections.insert((*type_name).to_owned(), section);
             }
         }
-        let settings: BindingSettings =
-            read_section(Some(&Value::Object(table.clone())), &path, self.problems)?;
+        // Nested tables are read on their own so unknown keys in them are
+        // reported too.
+        let consumer_table = table.remove("consumer");
+        let producer_table = table.remove("producer");
+        let consumer = read_section(consumer_table.as_ref(), &join(&path, "consumer"), self.problems);
+        let producer = read_section(producer_table.as_ref(), &join(&path, "producer"), self.problems);
+        let settings: Option<BindingSettings> = read_section(Some(&Value::Object(table.clone())), &path, self.problems);
+        let (Some(mut settings), Some(consumer), Some(producer)) = (settings, consumer, producer) else {
+            return None;
+        };
+        settings.consumer = consumer;
+        settings.producer = producer;
+        let present = |key: &str| match key {
+            "consumer" => consumer_table.is_some(),
+            _ => producer_table.is_some(),
+        };
         let (unused, unused_key) = match direction {
             Direction::Input => ("producer", "an input"),
             Direction::Output => ("consumer", "an output"),
         };
-        if table.contains_key(unused) {
+        if present(unused) {
             self.warnings.push(Problem::new(
                 join(&path, unused),
                 format!("{unused} settings have no effect on {unused_key} binding"),

@@ -1,0 +1,221 @@
+//! The in-memory binder of bindery (`type = "memory"`), the embedded
+//! default. It is not a toy: it keeps the semantics the broker binders are
+//! held to by the conformance suite.
+//!
+//! - A destination fans out to queues, as a RabbitMQ topic exchange: each
+//!   group has a durable queue `<destination>.<group>` whose consumers
+//!   compete; an anonymous subscriber gets a queue of its own that exists
+//!   only while it consumes, so it sees only what follows its subscription.
+//! - Routing keys match binding patterns with AMQP topic rules.
+//! - A consumer holds at most `prefetch` unacknowledged messages; a nack
+//!   with requeue, or a consumer dropped with messages unacknowledged, puts
+//!   them back at the head of the queue, marked redelivered.
+//! - Queues hold at most `queue-capacity` ready messages; producers wait
+//!   for room (back-pressure). Dead-letter queues `<destination>.<group>.dlq`
+//!   are unbounded, as nothing consumes them until someone redrives.
+//! - A send that no queue takes fails as unroutable, like a `mandatory`
+//!   publish on RabbitMQ; declare `required-groups` to keep messages sent
+//!   before any consumer binds.
+//!
+//! Binders with the same `broker` setting share one broker in the process
+//! (default `default`), so several apps in one process can talk.
+
+mod broker;
+mod consumer;
+mod producer;
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bindery_core::__private::{BINDER_FACTORIES, BinderFactory, linkme};
+use bindery_core::binder::{Binder, Capabilities, Consumer, ConsumerSpec, Producer, ProducerSpec};
+use bindery_core::error::BinderError;
+use bindery_core::registry::BinderProvider;
+use bindery_core::routing::RoutingPattern;
+use serde::Deserialize;
+
+pub use broker::Broker;
+use consumer::MemoryConsumer;
+use producer::{DestinationProducer, QueueProducer};
+
+/// The binder type name.
+pub const TYPE: &str = "memory";
+
+/// `[binders.NAME]` settings of a memory binder.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", default)]
+#[non_exhaustive]
+pub struct MemorySettings {
+    /// Most ready messages per queue before producers wait. Default 10,000.
+    pub queue_capacity: usize,
+    /// The in-process broker to join. Default `default`.
+    pub broker: String,
+}
+
+impl Default for MemorySettings {
+    fn default() -> Self {
+        Self {
+            queue_capacity: 10_000,
+            broker: "default".to_owned(),
+        }
+    }
+}
+
+/// `[bindings.NAME.memory]`: the memory binder has no binding options.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[non_exhaustive]
+pub struct MemoryBindingOptions {}
+
+/// The in-memory binder.
+pub struct MemoryBinder {
+    broker: Arc<Broker>,
+    queue_capacity: usize,
+}
+
+impl MemoryBinder {
+    /// A binder on `broker` with queues of `queue_capacity` ready messages.
+    pub fn new(broker: Arc<Broker>, queue_capacity: usize) -> Self {
+        Self {
+            broker,
+            queue_capacity: queue_capacity.max(1),
+        }
+    }
+
+    /// A binder on a private broker with default settings (for tests).
+    pub fn isolated() -> Self {
+        Self::new(Broker::new(), MemorySettings::default().queue_capacity)
+    }
+
+    /// The broker, to inspect queues.
+    pub fn broker(&self) -> &Arc<Broker> {
+        &self.broker
+    }
+
+    fn group_queue(&self, destination: &str, group: &str) -> String {
+        format!("{destination}.{group}")
+    }
+
+    fn dead_letter_queue(&self, spec: &ConsumerSpec) -> Arc<broker::Queue> {
+        let name = self.dead_letter_destination(spec);
+        self.broker.declare_queue(&name, &name, &[RoutingPattern::any()], None)
+    }
+
+    fn require_group<'a>(&self, spec: &'a ConsumerSpec, what: &str) -> Result<&'a str, BinderError> {
+        spec.group.as_deref().ok_or_else(|| {
+            BinderError::new(
+                bindery_core::BinderErrorKind::InvalidOptions,
+                format!("binding `{}`: {what} needs a group", spec.binding),
+            )
+        })
+    }
+}
+
+impl fmt::Debug for MemoryBinder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryBinder")
+            .field("queue_capacity", &self.queue_capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl Binder for MemoryBinder {
+    fn binder_type(&self) -> &'static str {
+        TYPE
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::all()
+    }
+
+    async fn bind_consumer(&self, spec: &ConsumerSpec) -> Result<Box<dyn Consumer>, BinderError> {
+        let capacity = Some(self.queue_capacity);
+        let consumer = match &spec.group {
+            Some(group) => {
+                let name = self.group_queue(&spec.destination, group);
+                let queue = self.broker.declare_queue(&spec.destination, &name, &spec.routing_keys, capacity);
+                MemoryConsumer::new(queue, spec.prefetch, None)
+            }
+            None => {
+                let name = self.broker.anonymous_name();
+                let queue = self.broker.declare_queue(&spec.destination, &name, &spec.routing_keys, capacity);
+                MemoryConsumer::new(queue, spec.prefetch, Some(self.broker.clone()))
+            }
+        };
+        Ok(Box::new(consumer))
+    }
+
+    async fn bind_producer(&self, spec: &ProducerSpec) -> Result<Arc<dyn Producer>, BinderError> {
+        for group in &spec.required_groups {
+            let name = self.group_queue(&spec.destination, group);
+            self.broker
+                .declare_queue(&spec.destination, &name, &[RoutingPattern::any()], Some(self.queue_capacity));
+        }
+        Ok(Arc::new(DestinationProducer {
+            name: spec.destination.clone(),
+            destination: self.broker.destination(&spec.destination),
+        }))
+    }
+
+    fn dead_letter_destination(&self, spec: &ConsumerSpec) -> String {
+        format!("{}.{}.dlq", spec.destination, spec.group.as_deref().unwrap_or("anonymous"))
+    }
+
+    async fn bind_dead_letter_producer(&self, spec: &ConsumerSpec) -> Result<Arc<dyn Producer>, BinderError> {
+        self.require_group(spec, "a dead-letter destination")?;
+        Ok(Arc::new(QueueProducer {
+            queue: self.dead_letter_queue(spec),
+        }))
+    }
+
+    async fn bind_dead_letter_consumer(&self, spec: &ConsumerSpec) -> Result<Box<dyn Consumer>, BinderError> {
+        self.require_group(spec, "a dead-letter destination")?;
+        Ok(Box::new(MemoryConsumer::new(self.dead_letter_queue(spec), spec.prefetch, None)))
+    }
+
+    async fn bind_redrive_producer(&self, spec: &ConsumerSpec) -> Result<Arc<dyn Producer>, BinderError> {
+        let group = self.require_group(spec, "redrive")?;
+        let name = self.group_queue(&spec.destination, group);
+        let queue = self.broker.declare_queue(
+            &spec.destination,
+            &name,
+            &spec.routing_keys,
+            Some(self.queue_capacity),
+        );
+        Ok(Arc::new(QueueProducer { queue }))
+    }
+}
+
+/// Registers `type = "memory"`.
+#[derive(Debug)]
+pub struct MemoryProvider;
+
+impl BinderProvider for MemoryProvider {
+    const TYPE: &'static str = TYPE;
+    type Settings = MemorySettings;
+    type BindingOptions = MemoryBindingOptions;
+
+    fn create(_name: &str, settings: MemorySettings) -> Result<Arc<dyn Binder>, BinderError> {
+        Ok(Arc::new(MemoryBinder::new(Broker::shared(&settings.broker), settings.queue_capacity)))
+    }
+
+    fn check_settings(settings: &MemorySettings, path: &str, problems: &mut Vec<bindery_core::config::Problem>) {
+        if settings.queue_capacity == 0 {
+            problems.push(bindery_core::config::Problem::new(
+                format!("{path}.queue-capacity"),
+                "queue-capacity must be at least 1",
+            ));
+        }
+    }
+}
+
+#[linkme::distributed_slice(BINDER_FACTORIES)]
+#[linkme(crate = bindery_core::__private::linkme)]
+static MEMORY_BINDER: BinderFactory = BinderFactory::of::<MemoryProvider>();
+
+/// Call from a crate that must keep this binder linked: referencing it
+/// stops the linker from dropping the registration (linkme #31).
+pub fn link() {
+    std::hint::black_box(&MEMORY_BINDER);
+}

@@ -1,0 +1,60 @@
+//! Redrive: moves dead letters back in front of their group.
+
+use std::time::Duration;
+
+use bindery_core::config::Wiring;
+use bindery_core::error::Error;
+use bindery_core::policy::redrive;
+use tracing::info;
+
+use super::binders::Binders;
+
+/// How long to wait for the first dead letter, and between later ones,
+/// before deciding the dead-letter destination is empty.
+const FIRST_WAIT: Duration = Duration::from_secs(3);
+const IDLE_WAIT: Duration = Duration::from_secs(1);
+
+/// Moves at most `limit` dead letters of input binding `name` back to its
+/// group; returns how many moved.
+pub(crate) async fn run(wiring: &Wiring, binders: &Binders, name: &str, limit: Option<usize>) -> Result<usize, Error> {
+    let Some(input) = wiring.input(name) else {
+        let inputs: Vec<&str> = wiring
+            .functions
+            .iter()
+            .filter_map(|f| f.input.as_ref().map(|i| i.binding.as_str()))
+            .collect();
+        return Err(Error::Usage(format!(
+            "`{name}` is not an input binding of this app; input bindings: {}",
+            if inputs.is_empty() { "(none)".to_owned() } else { inputs.join(", ") }
+        )));
+    };
+    let spec = &input.consumer;
+    if spec.group.is_none() {
+        return Err(Error::Usage(format!(
+            "binding `{name}` has no group, so it has no dead-letter destination"
+        )));
+    }
+    let binder = binders.get(&input.binder)?;
+    let source = binder.dead_letter_destination(spec);
+    let mut dead_letters = binder.bind_dead_letter_consumer(spec).await?;
+    let producer = binder.bind_redrive_producer(spec).await?;
+    let mut moved = 0;
+    let mut wait = FIRST_WAIT;
+    while limit.is_none_or(|limit| moved < limit) {
+        let Ok(Some(delivery)) = tokio::time::timeout(wait, dead_letters.recv()).await else {
+            break;
+        };
+        let (message, acker) = delivery.into_parts();
+        producer.send(redrive::prepare(message)).await?.await?;
+        acker.ack().await?;
+        moved += 1;
+        wait = IDLE_WAIT;
+    }
+    dead_letters.cancel().await?;
+    info!(
+        "redrive: moved {moved} dead letter(s) from `{source}` back to destination `{}` group `{}`",
+        spec.destination,
+        spec.group.as_deref().unwrap_or_default()
+    );
+    Ok(moved)
+}

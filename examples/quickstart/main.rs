@@ -1,0 +1,132 @@
+//! quickstart — a source emits a handful of orders, a processor prices
+//! them, a sink prints them; then the app shuts down by itself.
+//!
+//! It runs on the in-memory binder with the configuration built in below,
+//! so no broker is needed:
+//!
+//! ```text
+//! cargo run --example quickstart
+//! cargo run --example quickstart -- --check                      # print the wiring
+//! cargo run --example quickstart -- --config examples/quickstart/rabbitmq.toml
+//! ```
+//!
+//! The code never names a broker: the same program runs on RabbitMQ or
+//! Kafka with another configuration file.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bindery::prelude::*;
+use futures::Stream;
+use tokio::sync::Notify;
+
+/// How many orders the source emits.
+const ORDERS: u64 = 5;
+
+/// The wiring used when no `--config` is given.
+const BUILT_IN_CONFIG: &str = r#"
+[bindery]
+definition = "orders;price;print"
+
+[bindings.orders-out-0]
+destination = "orders"
+
+[bindings.price-in-0]
+destination = "orders"
+group = "pricing"
+
+[bindings.price-out-0]
+destination = "priced-orders"
+
+[bindings.print-in-0]
+destination = "priced-orders"
+group = "printing"
+"#;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Order {
+    id: u64,
+    sku: String,
+    qty: u32,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct PricedOrder {
+    id: u64,
+    sku: String,
+    qty: u32,
+    total_cents: u64,
+}
+
+/// Source: a stream of orders; the source ends with the stream.
+#[bindery::function]
+async fn orders() -> impl Stream<Item = Order> {
+    let skus = ["apple", "pear", "plum", "fig", "kiwi"];
+    futures::stream::iter((1..=ORDERS).map(move |id| Order {
+        id,
+        sku: skus[(id as usize - 1) % skus.len()].to_owned(),
+        qty: id as u32,
+    }))
+}
+
+/// Processor: prices an order.
+#[bindery::function]
+async fn price(order: Order) -> PricedOrder {
+    PricedOrder {
+        total_cents: u64::from(order.qty) * 125,
+        id: order.id,
+        sku: order.sku,
+        qty: order.qty,
+    }
+}
+
+/// Sink: prints an order and counts it.
+#[bindery::function]
+async fn print(order: PricedOrder, State(progress): State<Arc<Progress>>) {
+    println!(
+        "order {} : {} x {} = {}.{:02}",
+        order.id,
+        order.qty,
+        order.sku,
+        order.total_cents / 100,
+        order.total_cents % 100
+    );
+    progress.record();
+}
+
+/// Counts printed orders and wakes `main` when all arrived.
+#[derive(Debug, Default)]
+struct Progress {
+    printed: AtomicU64,
+    done: Notify,
+}
+
+impl Progress {
+    fn record(&self) {
+        if self.printed.fetch_add(1, Ordering::SeqCst) + 1 >= ORDERS {
+            self.done.notify_one();
+        }
+    }
+
+    async fn all_printed(&self) {
+        self.done.notified().await;
+    }
+}
+
+#[tokio::main]
+async fn main() -> bindery::Result<()> {
+    let progress = Arc::new(Progress::default());
+    let app = App::builder()
+        .state(progress.clone())
+        .default_config(BUILT_IN_CONFIG)
+        .from_env()?;
+    let finished = async {
+        if tokio::time::timeout(Duration::from_secs(60), progress.all_printed()).await.is_err() {
+            tracing::error!("not every order arrived within 60 s");
+        }
+    };
+    app.run_until(finished).await?;
+    println!("printed {} orders", progress.printed.load(Ordering::SeqCst));
+    Ok(())
+}
