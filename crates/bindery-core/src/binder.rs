@@ -35,7 +35,9 @@ pub trait Binder: Send + Sync + fmt::Debug + 'static {
     fn capabilities(&self) -> Capabilities;
 
     /// Binds a consumer to `spec.destination` in `spec.group` (or an
-    /// anonymous subscription), provisioning what it needs.
+    /// anonymous subscription), provisioning what it needs. Returns once the
+    /// subscription is in effect: a message sent after this returns reaches
+    /// the consumer (or its group).
     async fn bind_consumer(&self, spec: &ConsumerSpec) -> Result<Box<dyn Consumer>, BinderError>;
 
     /// Binds a producer to `spec.destination`, provisioning it and any
@@ -270,7 +272,8 @@ impl ProducerSpec {
 pub trait Consumer: Send + 'static {
     /// The next delivery; `None` once the consumer was cancelled. A binder
     /// that loses its connection keeps waiting and reconnects rather than
-    /// ending the stream.
+    /// ending the stream. Must be cancel-safe: the runtime polls it in
+    /// `select!`, and dropping the future must lose no message.
     async fn recv(&mut self) -> Option<Delivery>;
 
     /// Stops new deliveries. Deliveries already handed out can still be

@@ -80,6 +80,14 @@ pub use runtime::stats::{BindingStats, Stats};
 #[cfg(feature = "memory")]
 pub use bindery_memory as memory;
 
+/// The RabbitMQ binder.
+#[cfg(feature = "rabbitmq")]
+pub use bindery_rabbitmq as rabbitmq;
+
+/// The Kafka binder.
+#[cfg(feature = "kafka")]
+pub use bindery_kafka as kafka;
+
 /// What most applications import.
 pub mod prelude {
     pub use crate::{
@@ -100,4 +108,8 @@ pub mod __private {
 pub(crate) fn link_binders() {
     #[cfg(feature = "memory")]
     bindery_memory::link();
+    #[cfg(feature = "rabbitmq")]
+    bindery_rabbitmq::link();
+    #[cfg(feature = "kafka")]
+    bindery_kafka::link();
 }
