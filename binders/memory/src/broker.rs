@@ -28,7 +28,7 @@ impl Broker {
 
     /// The process-wide broker called `name`, created on first use.
     pub fn shared(name: &str) -> Arc<Self> {
-        SHARED.lock().entry(name.to_owned()).or_insert_with(Broker::new).clone()
+        SHARED.lock().entry(name.to_owned()).or_default().clone()
     }
 
     /// The destination `name`, declared on first use.

@@ -43,8 +43,11 @@ pub struct BinderFactory {
     pub check_binding_options: fn(&Value, &str, &mut Vec<Problem>),
     /// Creates a binder named `name` from checked settings. It must not
     /// connect yet: a broker that is down must not stop the app.
-    pub create: fn(&str, &Value) -> Result<Arc<dyn Binder>, BinderError>,
+    pub create: CreateBinder,
 }
+
+/// Creates a binder named by the first argument from checked settings.
+pub type CreateBinder = fn(&str, &Value) -> Result<Arc<dyn Binder>, BinderError>;
 
 impl fmt::Debug for BinderFactory {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -168,7 +168,7 @@ async fn wait_until(timeout: Duration, what: &str, mut done: impl FnMut() -> boo
 // ----------------------------------------------------------------------
 // Cases
 
-/// 1. A round trip keeps payload bytes, headers, content type and key.
+/// Case 1: A round trip keeps payload bytes, headers, content type and key.
 pub async fn round_trip<H: BinderHarness>(harness: &H) {
     let binder = harness.binder().await;
     let (destination, producer) = destination_with_groups(&binder, "c01", &["g"]).await;
@@ -192,7 +192,7 @@ pub async fn round_trip<H: BinderHarness>(harness: &H) {
     assert_eq!(got.routing_key(), Some("orders.created"), "routing key");
 }
 
-/// 2. Competing consumers in one group: every message to exactly one.
+/// Case 2: Competing consumers in one group: every message to exactly one.
 pub async fn competing_consumers<H: BinderHarness>(harness: &H) {
     let binder = harness.binder().await;
     let (destination, producer) = destination_with_groups(&binder, "c02", &["g"]).await;
@@ -235,7 +235,7 @@ fn tokio_util_free_flag() -> Arc<std::sync::atomic::AtomicBool> {
     Arc::new(std::sync::atomic::AtomicBool::new(false))
 }
 
-/// 3. Two groups: every message to both.
+/// Case 3: Two groups: every message to both.
 pub async fn two_groups<H: BinderHarness>(harness: &H) {
     let binder = harness.binder().await;
     let (destination, producer) = destination_with_groups(&binder, "c03", &["a", "b"]).await;
@@ -252,7 +252,7 @@ pub async fn two_groups<H: BinderHarness>(harness: &H) {
     assert!(recv_none(a.as_mut(), harness.quiet_period()).await.is_none(), "no duplicate in group a");
 }
 
-/// 4a. With concurrency 1 a binding processes in order.
+/// Case 4a: With concurrency 1 a binding processes in order.
 pub async fn order_with_concurrency_one<H: BinderHarness>(harness: &H) {
     let binder = harness.binder().await;
     let (destination, producer) = destination_with_groups(&binder, "c04a", &["g"]).await;
@@ -276,7 +276,7 @@ async fn record_in_order(message: Message<String>, State(seen): State<SeenByKey>
     seen.lock().entry(key).or_default().push(number);
 }
 
-/// 4b. With concurrency above 1, messages sharing a key keep their order.
+/// Case 4b: With concurrency above 1, messages sharing a key keep their order.
 pub async fn order_per_key_with_concurrency<H: BinderHarness>(harness: &H) {
     let binder = harness.binder().await;
     let destination = unique_name("c04b");
@@ -321,7 +321,7 @@ pub async fn order_per_key_with_concurrency<H: BinderHarness>(harness: &H) {
     }
 }
 
-/// 5. A message left unacknowledged by a consumer that goes away is
+/// Case 5: A message left unacknowledged by a consumer that goes away is
 /// redelivered to its group; a nack with requeue redelivers too.
 pub async fn unacknowledged_redelivered<H: BinderHarness>(harness: &H) {
     let binder = harness.binder().await;
@@ -391,7 +391,7 @@ fn failing_config(destination: &str, group: &str, max_attempts: u32, initial_ms:
     )
 }
 
-/// 6. Retry makes exactly `max-attempts` attempts, with the back-off.
+/// Case 6: Retry makes exactly `max-attempts` attempts, with the back-off.
 pub async fn retry_attempts_and_back_off<H: BinderHarness>(harness: &H) {
     let binder = harness.binder().await;
     for max_attempts in [1u32, 3] {
@@ -420,7 +420,7 @@ pub async fn retry_attempts_and_back_off<H: BinderHarness>(harness: &H) {
     }
 }
 
-/// 7. Exhausted → dead letter with every header; `max-attempts = 1` → one
+/// Case 7: Exhausted → dead letter with every header; `max-attempts = 1` → one
 /// attempt only.
 pub async fn exhausted_dead_lettered<H: BinderHarness>(harness: &H) {
     let binder = harness.binder().await;
@@ -470,7 +470,7 @@ async fn record_order(order: Order, State(seen): State<Arc<Mutex<Vec<u64>>>>) {
     seen.lock().push(order.id);
 }
 
-/// 8. An undecodable payload is dead-lettered at once; later messages are
+/// Case 8: An undecodable payload is dead-lettered at once; later messages are
 /// unaffected.
 pub async fn undecodable_dead_lettered<H: BinderHarness>(harness: &H) {
     let binder = harness.binder().await;
@@ -509,7 +509,7 @@ pub async fn undecodable_dead_lettered<H: BinderHarness>(harness: &H) {
     assert_eq!(stats.binding("record-in-0").retried, 0);
 }
 
-/// 9. A durable group receives what was published while it was away.
+/// Case 9: A durable group receives what was published while it was away.
 pub async fn durable_group_while_away<H: BinderHarness>(harness: &H) {
     let binder = harness.binder().await;
     let (destination, producer) = destination_with_groups(&binder, "c09", &["keep"]).await;
@@ -526,7 +526,7 @@ pub async fn durable_group_while_away<H: BinderHarness>(harness: &H) {
     assert_eq!(seen, (1..=10).collect::<Vec<_>>());
 }
 
-/// 10. An anonymous subscriber receives only what follows its subscription.
+/// Case 10: An anonymous subscriber receives only what follows its subscription.
 pub async fn anonymous_only_what_follows<H: BinderHarness>(harness: &H) {
     let binder = harness.binder().await;
     let (destination, producer) = destination_with_groups(&binder, "c10", &["keep"]).await;
@@ -542,7 +542,7 @@ pub async fn anonymous_only_what_follows<H: BinderHarness>(harness: &H) {
     assert!(recv_none(anonymous.as_mut(), harness.quiet_period()).await.is_none());
 }
 
-/// 11. Routing keys with `*` and `#`.
+/// Case 11: Routing keys with `*` and `#`.
 pub async fn routing_keys<H: BinderHarness>(harness: &H) {
     let binder = harness.binder().await;
     let (destination, producer) = destination_with_groups(&binder, "c11", &[]).await;
@@ -572,7 +572,7 @@ pub async fn routing_keys<H: BinderHarness>(harness: &H) {
     }
 }
 
-/// 12. Many concurrent publishers: count in equals count out.
+/// Case 12: Many concurrent publishers: count in equals count out.
 pub async fn concurrent_publishers<H: BinderHarness>(harness: &H) {
     let binder = harness.binder().await;
     let (destination, _) = destination_with_groups(&binder, "c12", &["g"]).await;
@@ -605,7 +605,7 @@ pub async fn concurrent_publishers<H: BinderHarness>(harness: &H) {
     assert!(recv_none(consumer.as_mut(), harness.quiet_period()).await.is_none(), "count out equals count in");
 }
 
-/// 13. A 1 MiB payload goes through intact.
+/// Case 13: A 1 MiB payload goes through intact.
 pub async fn one_mebibyte_payload<H: BinderHarness>(harness: &H) {
     let binder = harness.binder().await;
     let (destination, producer) = destination_with_groups(&binder, "c13", &["g"]).await;
@@ -618,7 +618,7 @@ pub async fn one_mebibyte_payload<H: BinderHarness>(harness: &H) {
     delivery.ack().await.unwrap();
 }
 
-/// 14. Unbind and bind again: nothing lost.
+/// Case 14: Unbind and bind again: nothing lost.
 pub async fn unbind_and_rebind<H: BinderHarness>(harness: &H) {
     let binder = harness.binder().await;
     let (destination, producer) = destination_with_groups(&binder, "c14", &["g"]).await;
@@ -658,7 +658,7 @@ pub async fn unbind_and_rebind<H: BinderHarness>(harness: &H) {
     assert_eq!(all, (0..30).collect(), "every message received after rebinding");
 }
 
-/// 15. A consumer never holds more than `prefetch` unacknowledged messages,
+/// Case 15: A consumer never holds more than `prefetch` unacknowledged messages,
 /// however large the backlog.
 pub async fn prefetch_bound<H: BinderHarness>(harness: &H) {
     let binder = harness.binder().await;
@@ -702,7 +702,7 @@ pub async fn prefetch_bound<H: BinderHarness>(harness: &H) {
     assert!(counts.values().all(|c| *c == 1));
 }
 
-/// 16. A send whose confirmation is Ok is on the broker: a group that binds
+/// Case 16: A send whose confirmation is Ok is on the broker: a group that binds
 /// afterwards receives it.
 pub async fn publish_confirmed<H: BinderHarness>(harness: &H) {
     let binder = harness.binder().await;

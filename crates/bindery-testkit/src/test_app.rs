@@ -99,9 +99,9 @@ impl TestAppBuilder {
             .chain(wiring.extra_outputs.iter());
         for output in outputs {
             let destination = output.producer.destination.clone();
-            if !captures.contains_key(&destination) {
-                let consumer = binder.bind_consumer(&capture_spec(&destination)).await?;
-                captures.insert(destination, consumer);
+            if let std::collections::hash_map::Entry::Vacant(entry) = captures.entry(destination) {
+                let consumer = binder.bind_consumer(&capture_spec(entry.key())).await?;
+                entry.insert(consumer);
             }
         }
         let running = app.start().await?;
