@@ -92,7 +92,10 @@ async fn recv(consumer: &mut dyn Consumer, timeout: Duration, what: &str) -> Del
 }
 
 async fn recv_none(consumer: &mut dyn Consumer, quiet: Duration) -> Option<Delivery> {
-    tokio::time::timeout(quiet, consumer.recv()).await.ok().flatten()
+    tokio::time::timeout(quiet, consumer.recv())
+        .await
+        .ok()
+        .flatten()
 }
 
 async fn send(producer: &dyn Producer, message: Message) {
@@ -116,9 +119,14 @@ fn number_of(delivery: &Delivery) -> usize {
 }
 
 /// A destination and a producer that also provisions `groups`.
-async fn destination_with_groups(binder: &Arc<dyn Binder>, case: &str, groups: &[&str]) -> (String, Arc<dyn Producer>) {
+async fn destination_with_groups(
+    binder: &Arc<dyn Binder>,
+    case: &str,
+    groups: &[&str],
+) -> (String, Arc<dyn Producer>) {
     let destination = unique_name(case);
-    let spec = ProducerSpec::new(format!("{case}-out"), &destination).required_groups(groups.iter().copied());
+    let spec = ProducerSpec::new(format!("{case}-out"), &destination)
+        .required_groups(groups.iter().copied());
     let producer = binder.bind_producer(&spec).await.expect("bind producer");
     (destination, producer)
 }
@@ -132,10 +140,20 @@ fn consumer_spec(case: &str, destination: &str, group: Option<&str>) -> Consumer
 }
 
 /// Receives until `count` distinct numbers arrived, acking each.
-async fn collect_numbers(consumer: &mut dyn Consumer, count: usize, timeout: Duration, what: &str) -> Vec<usize> {
+async fn collect_numbers(
+    consumer: &mut dyn Consumer,
+    count: usize,
+    timeout: Duration,
+    what: &str,
+) -> Vec<usize> {
     let mut seen = Vec::with_capacity(count);
     while seen.len() < count {
-        let delivery = recv(consumer, timeout, &format!("{what} ({} of {count})", seen.len())).await;
+        let delivery = recv(
+            consumer,
+            timeout,
+            &format!("{what} ({} of {count})", seen.len()),
+        )
+        .await;
         seen.push(number_of(&delivery));
         delivery.ack().await.expect("ack");
     }
@@ -144,7 +162,11 @@ async fn collect_numbers(consumer: &mut dyn Consumer, count: usize, timeout: Dur
 
 /// An app on the binder under test; `definition` functions are added by
 /// the caller.
-async fn start_app(builder: bindery::AppBuilder, binder: Arc<dyn Binder>, config: &str) -> RunningApp {
+async fn start_app(
+    builder: bindery::AppBuilder,
+    binder: Arc<dyn Binder>,
+    config: &str,
+) -> RunningApp {
     let app = builder
         .without_registered_functions()
         .binder("under-test", binder)
@@ -160,7 +182,10 @@ async fn start_app(builder: bindery::AppBuilder, binder: Arc<dyn Binder>, config
 async fn wait_until(timeout: Duration, what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !done() {
-        assert!(Instant::now() < deadline, "{what}: not done within {timeout:?}");
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not done within {timeout:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -172,7 +197,10 @@ async fn wait_until(timeout: Duration, what: &str, mut done: impl FnMut() -> boo
 pub async fn round_trip<H: BinderHarness>(harness: &H) {
     let binder = harness.binder().await;
     let (destination, producer) = destination_with_groups(&binder, "c01", &["g"]).await;
-    let mut consumer = binder.bind_consumer(&consumer_spec("c01", &destination, Some("g"))).await.unwrap();
+    let mut consumer = binder
+        .bind_consumer(&consumer_spec("c01", &destination, Some("g")))
+        .await
+        .unwrap();
     let payload = Bytes::from_static(&[0, 159, 146, 150, 255, b'\n', b'"']);
     let sent = Message::new(payload.clone())
         .with_content_type("application/octet-stream")
@@ -211,7 +239,9 @@ pub async fn competing_consumers<H: BinderHarness>(harness: &H) {
         let stop = stop.clone();
         readers.push(tokio::spawn(async move {
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                if let Ok(Some(delivery)) = tokio::time::timeout(Duration::from_millis(100), consumer.recv()).await {
+                if let Ok(Some(delivery)) =
+                    tokio::time::timeout(Duration::from_millis(100), consumer.recv()).await
+                {
                     seen.lock().push((index, number_of(&delivery)));
                     delivery.ack().await.unwrap();
                 }
@@ -219,7 +249,10 @@ pub async fn competing_consumers<H: BinderHarness>(harness: &H) {
             consumer
         }));
     }
-    wait_until(harness.timeout() * 2, "competing consumers", || seen.lock().len() >= COUNT).await;
+    wait_until(harness.timeout() * 2, "competing consumers", || {
+        seen.lock().len() >= COUNT
+    })
+    .await;
     tokio::time::sleep(harness.quiet_period()).await;
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     for reader in readers {
@@ -227,7 +260,11 @@ pub async fn competing_consumers<H: BinderHarness>(harness: &H) {
     }
     let seen = seen.lock();
     let numbers: BTreeSet<usize> = seen.iter().map(|(_, n)| *n).collect();
-    assert_eq!(seen.len(), COUNT, "each message exactly once (duplicates or losses)");
+    assert_eq!(
+        seen.len(),
+        COUNT,
+        "each message exactly once (duplicates or losses)"
+    );
     assert_eq!(numbers, (0..COUNT).collect(), "every message");
 }
 
@@ -239,24 +276,44 @@ fn tokio_util_free_flag() -> Arc<std::sync::atomic::AtomicBool> {
 pub async fn two_groups<H: BinderHarness>(harness: &H) {
     let binder = harness.binder().await;
     let (destination, producer) = destination_with_groups(&binder, "c03", &["a", "b"]).await;
-    let mut a = binder.bind_consumer(&consumer_spec("c03", &destination, Some("a"))).await.unwrap();
-    let mut b = binder.bind_consumer(&consumer_spec("c03", &destination, Some("b"))).await.unwrap();
+    let mut a = binder
+        .bind_consumer(&consumer_spec("c03", &destination, Some("a")))
+        .await
+        .unwrap();
+    let mut b = binder
+        .bind_consumer(&consumer_spec("c03", &destination, Some("b")))
+        .await
+        .unwrap();
     const COUNT: usize = 50;
     for i in 0..COUNT {
         send(producer.as_ref(), numbered(i)).await;
     }
-    let in_a: BTreeSet<usize> = collect_numbers(a.as_mut(), COUNT, harness.timeout(), "group a").await.into_iter().collect();
-    let in_b: BTreeSet<usize> = collect_numbers(b.as_mut(), COUNT, harness.timeout(), "group b").await.into_iter().collect();
+    let in_a: BTreeSet<usize> = collect_numbers(a.as_mut(), COUNT, harness.timeout(), "group a")
+        .await
+        .into_iter()
+        .collect();
+    let in_b: BTreeSet<usize> = collect_numbers(b.as_mut(), COUNT, harness.timeout(), "group b")
+        .await
+        .into_iter()
+        .collect();
     assert_eq!(in_a, (0..COUNT).collect());
     assert_eq!(in_b, (0..COUNT).collect());
-    assert!(recv_none(a.as_mut(), harness.quiet_period()).await.is_none(), "no duplicate in group a");
+    assert!(
+        recv_none(a.as_mut(), harness.quiet_period())
+            .await
+            .is_none(),
+        "no duplicate in group a"
+    );
 }
 
 /// Case 4a: With concurrency 1 a binding processes in order.
 pub async fn order_with_concurrency_one<H: BinderHarness>(harness: &H) {
     let binder = harness.binder().await;
     let (destination, producer) = destination_with_groups(&binder, "c04a", &["g"]).await;
-    let mut consumer = binder.bind_consumer(&consumer_spec("c04a", &destination, Some("g"))).await.unwrap();
+    let mut consumer = binder
+        .bind_consumer(&consumer_spec("c04a", &destination, Some("g")))
+        .await
+        .unwrap();
     const COUNT: usize = 300;
     for i in 0..COUNT {
         send(producer.as_ref(), numbered(i)).await;
@@ -296,18 +353,25 @@ pub async fn order_per_key_with_concurrency<H: BinderHarness>(harness: &H) {
     );
     let seen = SeenByKey::default();
     let running = start_app(
-        App::builder().function("record", record_in_order).state(seen.clone()),
+        App::builder()
+            .function("record", record_in_order)
+            .state(seen.clone()),
         binder.clone(),
         &config,
     )
     .await;
-    let producer = binder.bind_producer(&ProducerSpec::new("c04b-out", &destination)).await.unwrap();
+    let producer = binder
+        .bind_producer(&ProducerSpec::new("c04b-out", &destination))
+        .await
+        .unwrap();
     const KEYS: u64 = 8;
     const PER_KEY: u64 = 40;
     for n in 0..PER_KEY {
         for k in 0..KEYS {
             let key = format!("k{k}");
-            let message = Message::new(Bytes::from(format!("{key}:{n}"))).with_key(key).with_content_type("text/plain");
+            let message = Message::new(Bytes::from(format!("{key}:{n}")))
+                .with_key(key)
+                .with_content_type("text/plain");
             send(producer.as_ref(), message).await;
         }
     }
@@ -317,7 +381,11 @@ pub async fn order_per_key_with_concurrency<H: BinderHarness>(harness: &H) {
     .await;
     running.shutdown().await.unwrap();
     for (key, numbers) in seen.lock().iter() {
-        assert_eq!(numbers, &(0..PER_KEY).collect::<Vec<_>>(), "order of key {key}");
+        assert_eq!(
+            numbers,
+            &(0..PER_KEY).collect::<Vec<_>>(),
+            "order of key {key}"
+        );
     }
 }
 
@@ -334,8 +402,17 @@ pub async fn unacknowledged_redelivered<H: BinderHarness>(harness: &H) {
     drop(delivery); // never acknowledged
     drop(first); // the consumer goes away
     let mut second = binder.bind_consumer(&spec).await.unwrap();
-    let again = recv(second.as_mut(), harness.timeout(), "redelivery after the consumer left").await;
-    assert_eq!(number_of(&again), 1, "the unacknowledged message comes back");
+    let again = recv(
+        second.as_mut(),
+        harness.timeout(),
+        "redelivery after the consumer left",
+    )
+    .await;
+    assert_eq!(
+        number_of(&again),
+        1,
+        "the unacknowledged message comes back"
+    );
     again.ack().await.unwrap();
 
     // A nack with requeue hands the message back to the group.
@@ -352,8 +429,16 @@ pub async fn unacknowledged_redelivered<H: BinderHarness>(harness: &H) {
     }
     assert!(received.contains(&2), "the nacked message was redelivered");
     if binder.capabilities().requeue_single {
-        assert_eq!(received, [2, 3], "only the nacked message is redelivered, then the next");
-        assert!(recv_none(second.as_mut(), harness.quiet_period()).await.is_none());
+        assert_eq!(
+            received,
+            [2, 3],
+            "only the nacked message is redelivered, then the next"
+        );
+        assert!(
+            recv_none(second.as_mut(), harness.quiet_period())
+                .await
+                .is_none()
+        );
     }
 }
 
@@ -368,7 +453,11 @@ struct PaymentRefused(#[source] GatewayDown);
 #[error("gateway 10.0.0.7 timed out")]
 struct GatewayDown;
 
-async fn always_fails(_payload: String, bindery::Attempt(attempt): bindery::Attempt, State(attempts): State<Attempts>) -> Result<(), PaymentRefused> {
+async fn always_fails(
+    _payload: String,
+    bindery::Attempt(attempt): bindery::Attempt,
+    State(attempts): State<Attempts>,
+) -> Result<(), PaymentRefused> {
     attempts.lock().push((attempt, Instant::now()));
     Err(PaymentRefused(GatewayDown))
 }
@@ -398,24 +487,47 @@ pub async fn retry_attempts_and_back_off<H: BinderHarness>(harness: &H) {
         let destination = unique_name("c06");
         let attempts = Attempts::default();
         let running = start_app(
-            App::builder().function("pay", always_fails).state(attempts.clone()),
+            App::builder()
+                .function("pay", always_fails)
+                .state(attempts.clone()),
             binder.clone(),
             &failing_config(&destination, "payments", max_attempts, 40),
         )
         .await;
-        let producer = binder.bind_producer(&ProducerSpec::new("c06-out", &destination)).await.unwrap();
-        send(producer.as_ref(), Message::new(Bytes::from_static(b"order-1"))).await;
+        let producer = binder
+            .bind_producer(&ProducerSpec::new("c06-out", &destination))
+            .await
+            .unwrap();
+        send(
+            producer.as_ref(),
+            Message::new(Bytes::from_static(b"order-1")),
+        )
+        .await;
         let expected = max_attempts as usize;
-        wait_until(harness.timeout(), "attempts", || running.stats().binding("pay-in-0").dead_lettered == 1).await;
+        wait_until(harness.timeout(), "attempts", || {
+            running.stats().binding("pay-in-0").dead_lettered == 1
+        })
+        .await;
         tokio::time::sleep(harness.quiet_period()).await;
         let seen = attempts.lock().clone();
         running.shutdown().await.unwrap();
-        assert_eq!(seen.len(), expected, "max-attempts {max_attempts}: attempts made");
-        assert_eq!(seen.iter().map(|(a, _)| *a).collect::<Vec<_>>(), (1..=max_attempts).collect::<Vec<_>>());
+        assert_eq!(
+            seen.len(),
+            expected,
+            "max-attempts {max_attempts}: attempts made"
+        );
+        assert_eq!(
+            seen.iter().map(|(a, _)| *a).collect::<Vec<_>>(),
+            (1..=max_attempts).collect::<Vec<_>>()
+        );
         for (i, pair) in seen.windows(2).enumerate() {
             let gap = pair[1].1 - pair[0].1;
             let minimum = Duration::from_millis(40 << i);
-            assert!(gap >= minimum, "back-off before attempt {}: {gap:?} < {minimum:?}", i + 2);
+            assert!(
+                gap >= minimum,
+                "back-off before attempt {}: {gap:?} < {minimum:?}",
+                i + 2
+            );
         }
     }
 }
@@ -427,31 +539,59 @@ pub async fn exhausted_dead_lettered<H: BinderHarness>(harness: &H) {
     let destination = unique_name("c07");
     let attempts = Attempts::default();
     let running = start_app(
-        App::builder().function("pay", always_fails).state(attempts.clone()),
+        App::builder()
+            .function("pay", always_fails)
+            .state(attempts.clone()),
         binder.clone(),
         &failing_config(&destination, "payments", 3, 10),
     )
     .await;
-    let producer = binder.bind_producer(&ProducerSpec::new("c07-out", &destination)).await.unwrap();
+    let producer = binder
+        .bind_producer(&ProducerSpec::new("c07-out", &destination))
+        .await
+        .unwrap();
     let original = Message::new(Bytes::from_static(b"order-7"))
         .with_header("trace-id", "t-7")
         .with_key("customer-7")
         .with_routing_key("orders.created");
     send(producer.as_ref(), original).await;
-    let spec = running.wiring().input("pay-in-0").expect("input binding").consumer.clone();
+    let spec = running
+        .wiring()
+        .input("pay-in-0")
+        .expect("input binding")
+        .consumer
+        .clone();
     let mut dead_letters = binder.bind_dead_letter_consumer(&spec).await.unwrap();
     let delivery = recv(dead_letters.as_mut(), harness.timeout(), "dead letter").await;
     let dead = delivery.message().clone();
     delivery.ack().await.unwrap();
     running.shutdown().await.unwrap();
     assert_eq!(attempts.lock().len(), 3);
-    assert_eq!(dead.payload(), &Bytes::from_static(b"order-7"), "payload kept");
-    assert_eq!(dead.headers().get("trace-id"), Some("t-7"), "original headers kept");
+    assert_eq!(
+        dead.payload(),
+        &Bytes::from_static(b"order-7"),
+        "payload kept"
+    );
+    assert_eq!(
+        dead.headers().get("trace-id"),
+        Some("t-7"),
+        "original headers kept"
+    );
     let headers = dead.headers();
-    let header = |name: &str| headers.get(name).unwrap_or_else(|| panic!("dead letter lacks `{name}`: {headers:?}"));
-    assert_eq!(header(names::EXCEPTION_MESSAGE), "payment service refused the order");
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .unwrap_or_else(|| panic!("dead letter lacks `{name}`: {headers:?}"))
+    };
+    assert_eq!(
+        header(names::EXCEPTION_MESSAGE),
+        "payment service refused the order"
+    );
     let trace = header(names::EXCEPTION_STACKTRACE);
-    assert!(trace.contains("payment service refused") && trace.contains("gateway 10.0.0.7 timed out"), "error chain: {trace}");
+    assert!(
+        trace.contains("payment service refused") && trace.contains("gateway 10.0.0.7 timed out"),
+        "error chain: {trace}"
+    );
     assert!(header(names::EXCEPTION_FQCN).ends_with("PaymentRefused"));
     assert_eq!(header(names::ORIGINAL_DESTINATION), destination);
     assert_eq!(header(names::ORIGINAL_GROUP), "payments");
@@ -488,15 +628,35 @@ pub async fn undecodable_dead_lettered<H: BinderHarness>(harness: &H) {
         "#
     );
     let seen: Arc<Mutex<Vec<u64>>> = Arc::default();
-    let running = start_app(App::builder().function("record", record_order).state(seen.clone()), binder.clone(), &config).await;
-    let producer = binder.bind_producer(&ProducerSpec::new("c08-out", &destination)).await.unwrap();
-    send(producer.as_ref(), Message::new(Bytes::from_static(b"{not json")).with_content_type("application/json")).await;
+    let running = start_app(
+        App::builder()
+            .function("record", record_order)
+            .state(seen.clone()),
+        binder.clone(),
+        &config,
+    )
+    .await;
+    let producer = binder
+        .bind_producer(&ProducerSpec::new("c08-out", &destination))
+        .await
+        .unwrap();
+    send(
+        producer.as_ref(),
+        Message::new(Bytes::from_static(b"{not json")).with_content_type("application/json"),
+    )
+    .await;
     for id in 1..=5u64 {
-        let message = Message::new(Bytes::from(format!(r#"{{"id":{id}}}"#))).with_content_type("application/json");
+        let message = Message::new(Bytes::from(format!(r#"{{"id":{id}}}"#)))
+            .with_content_type("application/json");
         send(producer.as_ref(), message).await;
     }
     wait_until(harness.timeout(), "valid orders", || seen.lock().len() >= 5).await;
-    let spec = running.wiring().input("record-in-0").unwrap().consumer.clone();
+    let spec = running
+        .wiring()
+        .input("record-in-0")
+        .unwrap()
+        .consumer
+        .clone();
     let mut dead_letters = binder.bind_dead_letter_consumer(&spec).await.unwrap();
     let delivery = recv(dead_letters.as_mut(), harness.timeout(), "dead letter").await;
     let dead = delivery.message().clone();
@@ -504,8 +664,17 @@ pub async fn undecodable_dead_lettered<H: BinderHarness>(harness: &H) {
     let stats = running.shutdown().await.unwrap();
     assert_eq!(*seen.lock(), [1, 2, 3, 4, 5]);
     assert_eq!(dead.payload(), &Bytes::from_static(b"{not json"));
-    assert_eq!(dead.headers().get(names::DELIVERY_ATTEMPTS), Some("1"), "never retried");
-    assert!(dead.headers().get(names::EXCEPTION_MESSAGE).unwrap_or_default().contains("cannot decode"));
+    assert_eq!(
+        dead.headers().get(names::DELIVERY_ATTEMPTS),
+        Some("1"),
+        "never retried"
+    );
+    assert!(
+        dead.headers()
+            .get(names::EXCEPTION_MESSAGE)
+            .unwrap_or_default()
+            .contains("cannot decode")
+    );
     assert_eq!(stats.binding("record-in-0").retried, 0);
 }
 
@@ -516,13 +685,22 @@ pub async fn durable_group_while_away<H: BinderHarness>(harness: &H) {
     let spec = consumer_spec("c09", &destination, Some("keep"));
     let mut consumer = binder.bind_consumer(&spec).await.unwrap();
     send(producer.as_ref(), numbered(0)).await;
-    assert_eq!(collect_numbers(consumer.as_mut(), 1, harness.timeout(), "before leaving").await, [0]);
+    assert_eq!(
+        collect_numbers(consumer.as_mut(), 1, harness.timeout(), "before leaving").await,
+        [0]
+    );
     drop(consumer);
     for i in 1..=10 {
         send(producer.as_ref(), numbered(i)).await;
     }
     let mut consumer = binder.bind_consumer(&spec).await.unwrap();
-    let seen = collect_numbers(consumer.as_mut(), 10, harness.timeout(), "after coming back").await;
+    let seen = collect_numbers(
+        consumer.as_mut(),
+        10,
+        harness.timeout(),
+        "after coming back",
+    )
+    .await;
     assert_eq!(seen, (1..=10).collect::<Vec<_>>());
 }
 
@@ -533,42 +711,95 @@ pub async fn anonymous_only_what_follows<H: BinderHarness>(harness: &H) {
     for i in 0..5 {
         send(producer.as_ref(), numbered(i)).await;
     }
-    let mut anonymous = binder.bind_consumer(&consumer_spec("c10", &destination, None)).await.unwrap();
+    let mut anonymous = binder
+        .bind_consumer(&consumer_spec("c10", &destination, None))
+        .await
+        .unwrap();
     for i in 5..8 {
         send(producer.as_ref(), numbered(i)).await;
     }
     let seen = collect_numbers(anonymous.as_mut(), 3, harness.timeout(), "anonymous").await;
     assert_eq!(seen, [5, 6, 7], "only messages sent after subscribing");
-    assert!(recv_none(anonymous.as_mut(), harness.quiet_period()).await.is_none());
+    assert!(
+        recv_none(anonymous.as_mut(), harness.quiet_period())
+            .await
+            .is_none()
+    );
 }
 
 /// Case 11: Routing keys with `*` and `#`.
 pub async fn routing_keys<H: BinderHarness>(harness: &H) {
     let binder = harness.binder().await;
     let (destination, producer) = destination_with_groups(&binder, "c11", &[]).await;
-    let bind = |group: &str, patterns: &[&str]| consumer_spec("c11", &destination, Some(group)).routing_keys(patterns);
-    let mut items = binder.bind_consumer(&bind("items", &["item.*"])).await.unwrap();
-    let mut audit = binder.bind_consumer(&bind("audit", &["audit.#"])).await.unwrap();
-    let mut updates = binder.bind_consumer(&bind("updates", &["*.update", "item.delete"])).await.unwrap();
-    let mut everything = binder.bind_consumer(&bind("everything", &["#"])).await.unwrap();
-    let keys = ["item.insert", "item.update", "item.delete", "item.a.b", "audit", "audit.x.y", "user.update", "other"];
+    let bind = |group: &str, patterns: &[&str]| {
+        consumer_spec("c11", &destination, Some(group)).routing_keys(patterns)
+    };
+    let mut items = binder
+        .bind_consumer(&bind("items", &["item.*"]))
+        .await
+        .unwrap();
+    let mut audit = binder
+        .bind_consumer(&bind("audit", &["audit.#"]))
+        .await
+        .unwrap();
+    let mut updates = binder
+        .bind_consumer(&bind("updates", &["*.update", "item.delete"]))
+        .await
+        .unwrap();
+    let mut everything = binder
+        .bind_consumer(&bind("everything", &["#"]))
+        .await
+        .unwrap();
+    let keys = [
+        "item.insert",
+        "item.update",
+        "item.delete",
+        "item.a.b",
+        "audit",
+        "audit.x.y",
+        "user.update",
+        "other",
+    ];
     for (i, key) in keys.iter().enumerate() {
         send(producer.as_ref(), numbered(i).with_routing_key(*key)).await;
     }
     let expect = |matching: &[&str]| -> Vec<usize> {
-        keys.iter().enumerate().filter(|(_, k)| matching.contains(k)).map(|(i, _)| i).collect()
+        keys.iter()
+            .enumerate()
+            .filter(|(_, k)| matching.contains(k))
+            .map(|(i, _)| i)
+            .collect()
     };
     let cases: [(&mut Box<dyn Consumer>, Vec<usize>, &str); 4] = [
-        (&mut items, expect(&["item.insert", "item.update", "item.delete"]), "item.*"),
+        (
+            &mut items,
+            expect(&["item.insert", "item.update", "item.delete"]),
+            "item.*",
+        ),
         (&mut audit, expect(&["audit", "audit.x.y"]), "audit.#"),
-        (&mut updates, expect(&["item.update", "user.update", "item.delete"]), "*.update + item.delete"),
+        (
+            &mut updates,
+            expect(&["item.update", "user.update", "item.delete"]),
+            "*.update + item.delete",
+        ),
         (&mut everything, (0..keys.len()).collect(), "#"),
     ];
     for (consumer, expected, pattern) in cases {
-        let mut seen = collect_numbers(consumer.as_mut(), expected.len(), harness.timeout(), pattern).await;
+        let mut seen = collect_numbers(
+            consumer.as_mut(),
+            expected.len(),
+            harness.timeout(),
+            pattern,
+        )
+        .await;
         seen.sort_unstable();
         assert_eq!(seen, expected, "pattern {pattern}");
-        assert!(recv_none(consumer.as_mut(), harness.quiet_period()).await.is_none(), "pattern {pattern}: extra message");
+        assert!(
+            recv_none(consumer.as_mut(), harness.quiet_period())
+                .await
+                .is_none(),
+            "pattern {pattern}: extra message"
+        );
     }
 }
 
@@ -576,7 +807,10 @@ pub async fn routing_keys<H: BinderHarness>(harness: &H) {
 pub async fn concurrent_publishers<H: BinderHarness>(harness: &H) {
     let binder = harness.binder().await;
     let (destination, _) = destination_with_groups(&binder, "c12", &["g"]).await;
-    let mut consumer = binder.bind_consumer(&consumer_spec("c12", &destination, Some("g")).prefetch(256)).await.unwrap();
+    let mut consumer = binder
+        .bind_consumer(&consumer_spec("c12", &destination, Some("g")).prefetch(256))
+        .await
+        .unwrap();
     const PUBLISHERS: usize = 8;
     const EACH: usize = 250;
     let mut tasks = Vec::new();
@@ -584,7 +818,10 @@ pub async fn concurrent_publishers<H: BinderHarness>(harness: &H) {
         let binder = binder.clone();
         let destination = destination.clone();
         tasks.push(tokio::spawn(async move {
-            let producer = binder.bind_producer(&ProducerSpec::new("c12-out", &destination)).await.unwrap();
+            let producer = binder
+                .bind_producer(&ProducerSpec::new("c12-out", &destination))
+                .await
+                .unwrap();
             let mut confirmations = Vec::new();
             for i in 0..EACH {
                 confirmations.push(producer.send(numbered(p * EACH + i)).await.expect("send"));
@@ -595,26 +832,50 @@ pub async fn concurrent_publishers<H: BinderHarness>(harness: &H) {
         }));
     }
     let total = PUBLISHERS * EACH;
-    let seen = collect_numbers(consumer.as_mut(), total, harness.timeout(), "from all publishers").await;
+    let seen = collect_numbers(
+        consumer.as_mut(),
+        total,
+        harness.timeout(),
+        "from all publishers",
+    )
+    .await;
     for task in tasks {
         task.await.unwrap();
     }
     let distinct: BTreeSet<usize> = seen.iter().copied().collect();
     assert_eq!(distinct.len(), total, "no duplicates");
     assert_eq!(distinct, (0..total).collect());
-    assert!(recv_none(consumer.as_mut(), harness.quiet_period()).await.is_none(), "count out equals count in");
+    assert!(
+        recv_none(consumer.as_mut(), harness.quiet_period())
+            .await
+            .is_none(),
+        "count out equals count in"
+    );
 }
 
 /// Case 13: A 1 MiB payload goes through intact.
 pub async fn one_mebibyte_payload<H: BinderHarness>(harness: &H) {
     let binder = harness.binder().await;
     let (destination, producer) = destination_with_groups(&binder, "c13", &["g"]).await;
-    let mut consumer = binder.bind_consumer(&consumer_spec("c13", &destination, Some("g"))).await.unwrap();
-    let payload: Bytes = (0..1024 * 1024).map(|i| (i * 31 % 251) as u8).collect::<Vec<u8>>().into();
-    send(producer.as_ref(), Message::new(payload.clone()).with_content_type("application/octet-stream")).await;
+    let mut consumer = binder
+        .bind_consumer(&consumer_spec("c13", &destination, Some("g")))
+        .await
+        .unwrap();
+    let payload: Bytes = (0..1024 * 1024)
+        .map(|i| (i * 31 % 251) as u8)
+        .collect::<Vec<u8>>()
+        .into();
+    send(
+        producer.as_ref(),
+        Message::new(payload.clone()).with_content_type("application/octet-stream"),
+    )
+    .await;
     let delivery = recv(consumer.as_mut(), harness.timeout(), "1 MiB").await;
     assert_eq!(delivery.message().payload().len(), payload.len());
-    assert!(delivery.message().payload() == &payload, "payload bytes differ");
+    assert!(
+        delivery.message().payload() == &payload,
+        "payload bytes differ"
+    );
     delivery.ack().await.unwrap();
 }
 
@@ -655,7 +916,11 @@ pub async fn unbind_and_rebind<H: BinderHarness>(harness: &H) {
         }
     }
     let all: BTreeSet<usize> = acked.union(&later).copied().collect();
-    assert_eq!(all, (0..30).collect(), "every message received after rebinding");
+    assert_eq!(
+        all,
+        (0..30).collect(),
+        "every message received after rebinding"
+    );
 }
 
 /// Case 15: A consumer never holds more than `prefetch` unacknowledged messages,
@@ -672,7 +937,10 @@ pub async fn prefetch_bound<H: BinderHarness>(harness: &H) {
     for confirmation in confirmations {
         confirmation.await.expect("confirm");
     }
-    let mut consumer = binder.bind_consumer(&consumer_spec("c15", &destination, Some("g")).prefetch(PREFETCH)).await.unwrap();
+    let mut consumer = binder
+        .bind_consumer(&consumer_spec("c15", &destination, Some("g")).prefetch(PREFETCH))
+        .await
+        .unwrap();
     let mut held = Vec::new();
     while let Some(delivery) = if held.is_empty() {
         Some(recv(consumer.as_mut(), harness.timeout(), "first of the backlog").await)
@@ -680,7 +948,11 @@ pub async fn prefetch_bound<H: BinderHarness>(harness: &H) {
         recv_none(consumer.as_mut(), harness.quiet_period()).await
     } {
         held.push(delivery);
-        assert!(held.len() <= PREFETCH, "received {} unacknowledged messages with prefetch {PREFETCH}", held.len());
+        assert!(
+            held.len() <= PREFETCH,
+            "received {} unacknowledged messages with prefetch {PREFETCH}",
+            held.len()
+        );
     }
     assert_eq!(held.len(), PREFETCH, "the consumer fills its prefetch");
     // Acknowledging frees room for exactly as many more.
@@ -709,7 +981,12 @@ pub async fn publish_confirmed<H: BinderHarness>(harness: &H) {
     let (destination, producer) = destination_with_groups(&binder, "c16", &["late"]).await;
     let confirmation = producer.send(numbered(16)).await.expect("send");
     confirmation.await.expect("the broker confirms");
-    let mut consumer = binder.bind_consumer(&consumer_spec("c16", &destination, Some("late"))).await.unwrap();
-    assert_eq!(collect_numbers(consumer.as_mut(), 1, harness.timeout(), "confirmed message").await, [16]);
+    let mut consumer = binder
+        .bind_consumer(&consumer_spec("c16", &destination, Some("late")))
+        .await
+        .unwrap();
+    assert_eq!(
+        collect_numbers(consumer.as_mut(), 1, harness.timeout(), "confirmed message").await,
+        [16]
+    );
 }
-

@@ -118,7 +118,9 @@ impl TestAppBuilder {
 }
 
 fn capture_spec(destination: &str) -> ConsumerSpec {
-    ConsumerSpec::new("testapp", destination).group(CAPTURE_GROUP).prefetch(10_000)
+    ConsumerSpec::new("testapp", destination)
+        .group(CAPTURE_GROUP)
+        .prefetch(10_000)
 }
 
 /// A running app on a private memory binder.
@@ -165,9 +167,32 @@ impl TestApp {
         self.app().stats()
     }
 
+    /// Waits until input binding `binding` has settled (acknowledged)
+    /// `count` messages in all, or the timeout passes.
+    pub async fn settled(&self, binding: &str, count: u64) -> Result<(), TestAppError> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        while self.stats().binding(binding).acked < count {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(TestAppError::Timeout(
+                    format!(
+                        "{count} settled messages on `{binding}` (stats: {:?})",
+                        self.stats().binding(binding)
+                    ),
+                    self.timeout,
+                ));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        Ok(())
+    }
+
     /// Sends `payload` to `destination`: strings and bytes as they are,
     /// anything else as JSON.
-    pub async fn send<T: Serialize + Send + 'static>(&mut self, destination: &str, payload: T) -> Result<(), TestAppError> {
+    pub async fn send<T: Serialize + Send + 'static>(
+        &mut self,
+        destination: &str,
+        payload: T,
+    ) -> Result<(), TestAppError> {
         let is_raw = is_raw::<T>();
         let bytes = Codec::Json
             .encode(payload)
@@ -181,12 +206,20 @@ impl TestApp {
     }
 
     /// Sends a message as it is.
-    pub async fn send_message(&mut self, destination: &str, message: Message) -> Result<(), TestAppError> {
+    pub async fn send_message(
+        &mut self,
+        destination: &str,
+        message: Message,
+    ) -> Result<(), TestAppError> {
         let producer = match self.producers.get(destination) {
             Some(producer) => producer.clone(),
             None => {
-                let producer = self.binder.bind_producer(&ProducerSpec::new("testapp", destination)).await?;
-                self.producers.insert(destination.to_owned(), producer.clone());
+                let producer = self
+                    .binder
+                    .bind_producer(&ProducerSpec::new("testapp", destination))
+                    .await?;
+                self.producers
+                    .insert(destination.to_owned(), producer.clone());
                 producer
             }
         };
@@ -199,17 +232,30 @@ impl TestApp {
     /// start; others from the first call.
     pub async fn receive(&mut self, destination: &str) -> Result<Message, TestAppError> {
         if !self.captures.contains_key(destination) {
-            let consumer = self.binder.bind_consumer(&capture_spec(destination)).await?;
+            let consumer = self
+                .binder
+                .bind_consumer(&capture_spec(destination))
+                .await?;
             self.captures.insert(destination.to_owned(), consumer);
         }
         let consumer = self.captures.get_mut(destination).expect("inserted above");
-        next(consumer.as_mut(), self.timeout, &format!("destination `{destination}`")).await
+        next(
+            consumer.as_mut(),
+            self.timeout,
+            &format!("destination `{destination}`"),
+        )
+        .await
     }
 
     /// The next message on `destination`, decoded from JSON.
-    pub async fn receive_json<T: DeserializeOwned + 'static>(&mut self, destination: &str) -> Result<T, TestAppError> {
+    pub async fn receive_json<T: DeserializeOwned + 'static>(
+        &mut self,
+        destination: &str,
+    ) -> Result<T, TestAppError> {
         let message = self.receive(destination).await?;
-        Codec::Json.decode(message.payload()).map_err(|e| TestAppError::Codec(e.to_string()))
+        Codec::Json
+            .decode(message.payload())
+            .map_err(|e| TestAppError::Codec(e.to_string()))
     }
 
     /// Whether nothing arrives on `destination` within `within`.
@@ -223,20 +269,30 @@ impl TestApp {
     /// The next dead letter of input binding `binding`.
     pub async fn dead_letter(&mut self, binding: &str) -> Result<Message, TestAppError> {
         if !self.dead_letters.contains_key(binding) {
-            let input = self
-                .app()
-                .wiring()
-                .input(binding)
-                .ok_or_else(|| TestAppError::Unknown(format!("`{binding}` is not an input binding")))?;
-            let consumer = self.binder.bind_dead_letter_consumer(&input.consumer).await?;
+            let input = self.app().wiring().input(binding).ok_or_else(|| {
+                TestAppError::Unknown(format!("`{binding}` is not an input binding"))
+            })?;
+            let consumer = self
+                .binder
+                .bind_dead_letter_consumer(&input.consumer)
+                .await?;
             self.dead_letters.insert(binding.to_owned(), consumer);
         }
         let consumer = self.dead_letters.get_mut(binding).expect("inserted above");
-        next(consumer.as_mut(), self.timeout, &format!("the dead letters of `{binding}`")).await
+        next(
+            consumer.as_mut(),
+            self.timeout,
+            &format!("the dead letters of `{binding}`"),
+        )
+        .await
     }
 
     /// Moves dead letters of `binding` back to its group.
-    pub async fn redrive(&mut self, binding: &str, limit: Option<usize>) -> Result<usize, TestAppError> {
+    pub async fn redrive(
+        &mut self,
+        binding: &str,
+        limit: Option<usize>,
+    ) -> Result<usize, TestAppError> {
         // The harness's own dead-letter reader would compete with redrive.
         self.dead_letters.remove(binding);
         Ok(self.app().redrive(binding, limit).await?)
@@ -249,7 +305,11 @@ impl TestApp {
     }
 }
 
-async fn next(consumer: &mut dyn Consumer, timeout: Duration, what: &str) -> Result<Message, TestAppError> {
+async fn next(
+    consumer: &mut dyn Consumer,
+    timeout: Duration,
+    what: &str,
+) -> Result<Message, TestAppError> {
     match tokio::time::timeout(timeout, consumer.recv()).await {
         Ok(Some(delivery)) => {
             let (message, acker) = delivery.into_parts();
