@@ -66,7 +66,10 @@ impl Broker {
 
     /// A fresh name for an anonymous queue.
     pub(crate) fn anonymous_name(&self) -> String {
-        format!("anonymous.{}", self.next_anonymous.fetch_add(1, Ordering::Relaxed))
+        format!(
+            "anonymous.{}",
+            self.next_anonymous.fetch_add(1, Ordering::Relaxed)
+        )
     }
 
     /// Deletes queue `name` and its bindings; its messages are gone.
@@ -123,7 +126,9 @@ impl Destination {
     }
 
     fn unbind(&self, queue: &Arc<Queue>) {
-        self.bindings.write().retain(|b| !Arc::ptr_eq(&b.queue, queue));
+        self.bindings
+            .write()
+            .retain(|b| !Arc::ptr_eq(&b.queue, queue));
     }
 
     /// Offers `message` to every matching queue without waiting. Returns

@@ -98,10 +98,15 @@ impl MemoryBinder {
 
     fn dead_letter_queue(&self, spec: &ConsumerSpec) -> Arc<broker::Queue> {
         let name = self.dead_letter_destination(spec);
-        self.broker.declare_queue(&name, &name, &[RoutingPattern::any()], None)
+        self.broker
+            .declare_queue(&name, &name, &[RoutingPattern::any()], None)
     }
 
-    fn require_group<'a>(&self, spec: &'a ConsumerSpec, what: &str) -> Result<&'a str, BinderError> {
+    fn require_group<'a>(
+        &self,
+        spec: &'a ConsumerSpec,
+        what: &str,
+    ) -> Result<&'a str, BinderError> {
         spec.group.as_deref().ok_or_else(|| {
             BinderError::new(
                 bindery_core::BinderErrorKind::InvalidOptions,
@@ -134,12 +139,22 @@ impl Binder for MemoryBinder {
         let consumer = match &spec.group {
             Some(group) => {
                 let name = self.group_queue(&spec.destination, group);
-                let queue = self.broker.declare_queue(&spec.destination, &name, &spec.routing_keys, capacity);
+                let queue = self.broker.declare_queue(
+                    &spec.destination,
+                    &name,
+                    &spec.routing_keys,
+                    capacity,
+                );
                 MemoryConsumer::new(queue, spec.prefetch, None)
             }
             None => {
                 let name = self.broker.anonymous_name();
-                let queue = self.broker.declare_queue(&spec.destination, &name, &spec.routing_keys, capacity);
+                let queue = self.broker.declare_queue(
+                    &spec.destination,
+                    &name,
+                    &spec.routing_keys,
+                    capacity,
+                );
                 MemoryConsumer::new(queue, spec.prefetch, Some(self.broker.clone()))
             }
         };
@@ -149,8 +164,12 @@ impl Binder for MemoryBinder {
     async fn bind_producer(&self, spec: &ProducerSpec) -> Result<Arc<dyn Producer>, BinderError> {
         for group in &spec.required_groups {
             let name = self.group_queue(&spec.destination, group);
-            self.broker
-                .declare_queue(&spec.destination, &name, &[RoutingPattern::any()], Some(self.queue_capacity));
+            self.broker.declare_queue(
+                &spec.destination,
+                &name,
+                &[RoutingPattern::any()],
+                Some(self.queue_capacity),
+            );
         }
         Ok(Arc::new(DestinationProducer {
             name: spec.destination.clone(),
@@ -159,22 +178,39 @@ impl Binder for MemoryBinder {
     }
 
     fn dead_letter_destination(&self, spec: &ConsumerSpec) -> String {
-        format!("{}.{}.dlq", spec.destination, spec.group.as_deref().unwrap_or("anonymous"))
+        format!(
+            "{}.{}.dlq",
+            spec.destination,
+            spec.group.as_deref().unwrap_or("anonymous")
+        )
     }
 
-    async fn bind_dead_letter_producer(&self, spec: &ConsumerSpec) -> Result<Arc<dyn Producer>, BinderError> {
+    async fn bind_dead_letter_producer(
+        &self,
+        spec: &ConsumerSpec,
+    ) -> Result<Arc<dyn Producer>, BinderError> {
         self.require_group(spec, "a dead-letter destination")?;
         Ok(Arc::new(QueueProducer {
             queue: self.dead_letter_queue(spec),
         }))
     }
 
-    async fn bind_dead_letter_consumer(&self, spec: &ConsumerSpec) -> Result<Box<dyn Consumer>, BinderError> {
+    async fn bind_dead_letter_consumer(
+        &self,
+        spec: &ConsumerSpec,
+    ) -> Result<Box<dyn Consumer>, BinderError> {
         self.require_group(spec, "a dead-letter destination")?;
-        Ok(Box::new(MemoryConsumer::new(self.dead_letter_queue(spec), spec.prefetch, None)))
+        Ok(Box::new(MemoryConsumer::new(
+            self.dead_letter_queue(spec),
+            spec.prefetch,
+            None,
+        )))
     }
 
-    async fn bind_redrive_producer(&self, spec: &ConsumerSpec) -> Result<Arc<dyn Producer>, BinderError> {
+    async fn bind_redrive_producer(
+        &self,
+        spec: &ConsumerSpec,
+    ) -> Result<Arc<dyn Producer>, BinderError> {
         let group = self.require_group(spec, "redrive")?;
         let name = self.group_queue(&spec.destination, group);
         let queue = self.broker.declare_queue(
@@ -197,10 +233,17 @@ impl BinderProvider for MemoryProvider {
     type BindingOptions = MemoryBindingOptions;
 
     fn create(_name: &str, settings: MemorySettings) -> Result<Arc<dyn Binder>, BinderError> {
-        Ok(Arc::new(MemoryBinder::new(Broker::shared(&settings.broker), settings.queue_capacity)))
+        Ok(Arc::new(MemoryBinder::new(
+            Broker::shared(&settings.broker),
+            settings.queue_capacity,
+        )))
     }
 
-    fn check_settings(settings: &MemorySettings, path: &str, problems: &mut Vec<bindery_core::config::Problem>) {
+    fn check_settings(
+        settings: &MemorySettings,
+        path: &str,
+        problems: &mut Vec<bindery_core::config::Problem>,
+    ) {
         if settings.queue_capacity == 0 {
             problems.push(bindery_core::config::Problem::new(
                 format!("{path}.queue-capacity"),

@@ -29,7 +29,9 @@ use syn::{Error, FnArg, ItemFn, LitStr, Token, parse_macro_input};
 pub fn function(attr: TokenStream, item: TokenStream) -> TokenStream {
     let args = parse_macro_input!(attr as Args);
     let function = parse_macro_input!(item as ItemFn);
-    expand(args, function).unwrap_or_else(Error::into_compile_error).into()
+    expand(args, function)
+        .unwrap_or_else(Error::into_compile_error)
+        .into()
 }
 
 /// `name = "..."`, or nothing.
@@ -44,7 +46,10 @@ impl Parse for Args {
         }
         let key: syn::Ident = input.parse()?;
         if key != "name" {
-            return Err(Error::new(key.span(), "unknown argument; the only argument is `name = \"...\"`"));
+            return Err(Error::new(
+                key.span(),
+                "unknown argument; the only argument is `name = \"...\"`",
+            ));
         }
         input.parse::<Token![=]>()?;
         let name: LitStr = input.parse()?;
@@ -52,7 +57,10 @@ impl Parse for Args {
             return Err(Error::new(name.span(), "the function name cannot be empty"));
         }
         if name.value().contains(['|', ';']) {
-            return Err(Error::new(name.span(), "a function name cannot contain `|` or `;`, which separate functions in `definition`"));
+            return Err(Error::new(
+                name.span(),
+                "a function name cannot contain `|` or `;`, which separate functions in `definition`",
+            ));
         }
         if !input.is_empty() {
             return Err(input.error("unexpected tokens after `name = \"...\"`"));
@@ -64,7 +72,10 @@ impl Parse for Args {
 fn expand(args: Args, function: ItemFn) -> syn::Result<proc_macro2::TokenStream> {
     let signature = &function.sig;
     if signature.asyncness.is_none() {
-        return Err(Error::new_spanned(signature.fn_token, "bindery functions must be `async fn`"));
+        return Err(Error::new_spanned(
+            signature.fn_token,
+            "bindery functions must be `async fn`",
+        ));
     }
     if let Some(param) = signature.generics.params.first() {
         return Err(Error::new_spanned(
@@ -79,13 +90,22 @@ fn expand(args: Args, function: ItemFn) -> syn::Result<proc_macro2::TokenStream>
         ));
     }
     if let Some(variadic) = &signature.variadic {
-        return Err(Error::new_spanned(variadic, "bindery functions cannot be variadic"));
+        return Err(Error::new_spanned(
+            variadic,
+            "bindery functions cannot be variadic",
+        ));
     }
     let ident = &signature.ident;
-    let name = args
-        .name
-        .unwrap_or_else(|| LitStr::new(ident.to_string().trim_start_matches("r#"), Span::call_site()));
-    let registration = format_ident!("__BINDERY_FUNCTION_{}", ident.to_string().trim_start_matches("r#").to_uppercase());
+    let name = args.name.unwrap_or_else(|| {
+        LitStr::new(
+            ident.to_string().trim_start_matches("r#"),
+            Span::call_site(),
+        )
+    });
+    let registration = format_ident!(
+        "__BINDERY_FUNCTION_{}",
+        ident.to_string().trim_start_matches("r#").to_uppercase()
+    );
     Ok(quote! {
         #function
 

@@ -107,7 +107,11 @@ impl AppBuilder {
         K: Into<String>,
         V: Into<String>,
     {
-        self.env = Some(vars.into_iter().map(|(k, v)| (k.into(), v.into())).collect());
+        self.env = Some(
+            vars.into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        );
         self
     }
 
@@ -136,7 +140,10 @@ impl AppBuilder {
     /// with status 2; with `--check` it prints the wiring and exits 0.
     pub fn from_env(mut self) -> Result<App> {
         crate::telemetry::init();
-        let args = self.args.take().unwrap_or_else(|| std::env::args().collect());
+        let args = self
+            .args
+            .take()
+            .unwrap_or_else(|| std::env::args().collect());
         let cli = match Cli::try_parse_from(args) {
             Ok(cli) => cli,
             Err(e) if e.use_stderr() => {
@@ -148,7 +155,10 @@ impl AppBuilder {
                 std::process::exit(0);
             }
         };
-        let env = self.env.clone().unwrap_or_else(|| std::env::vars().collect());
+        let env = self
+            .env
+            .clone()
+            .unwrap_or_else(|| std::env::vars().collect());
         if let Some(path) = cli.config {
             self.config = Some(ConfigSource::File(path));
         } else if self.config.is_none() {
@@ -198,8 +208,11 @@ impl AppBuilder {
         let env = self.env.unwrap_or_else(|| std::env::vars().collect());
         let (raw, problems) = config::load(&source, &env)?;
         let kinds = self.functions.kinds();
-        let provided: BTreeMap<String, &'static str> =
-            self.binders.iter().map(|(n, b)| (n.clone(), b.binder_type())).collect();
+        let provided: BTreeMap<String, &'static str> = self
+            .binders
+            .iter()
+            .map(|(n, b)| (n.clone(), b.binder_type()))
+            .collect();
         let catalog = Catalog {
             functions: &kinds,
             factories: binder_factories(),
@@ -243,7 +256,10 @@ fn exit_with_problems(problems: &Problems) -> ! {
 #[derive(Debug)]
 enum Mode {
     Run,
-    Redrive { binding: String, limit: Option<usize> },
+    Redrive {
+        binding: String,
+        limit: Option<usize>,
+    },
 }
 
 /// A validated application, ready to run.
@@ -328,7 +344,9 @@ impl App {
 
 impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("App").field("wiring", &self.wiring).finish_non_exhaustive()
+        f.debug_struct("App")
+            .field("wiring", &self.wiring)
+            .finish_non_exhaustive()
     }
 }
 
@@ -396,7 +414,9 @@ impl RunningApp {
 
 impl std::fmt::Debug for RunningApp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RunningApp").field("health", &self.health()).finish_non_exhaustive()
+        f.debug_struct("RunningApp")
+            .field("health", &self.health())
+            .finish_non_exhaustive()
     }
 }
 

@@ -66,12 +66,12 @@ mod telemetry;
 pub use app::{App, AppBuilder, RunningApp, ShutdownHandle};
 pub use bindery_core::config;
 pub use bindery_core::function::{
-    Attempt, FromMessage, FromMessageParts, Function, FunctionKind, Handler, Input, IntoOutcome, Key, Outcome,
-    RoutingKey, SendError, Sender, State,
+    Attempt, FromMessage, FromMessageParts, Function, FunctionKind, Handler, Input, IntoOutcome,
+    Key, Outcome, RoutingKey, SendError, Sender, State,
 };
 pub use bindery_core::{
-    BinderError, Codec, DeliveryInfo, Error, FunctionError, Headers, Message, Result, binder, codec, message,
-    policy, routing,
+    BinderError, BinderErrorKind, Codec, DeliveryInfo, Error, FunctionError, Headers, Message, Result, binder, error,
+    codec, message, policy, routing,
 };
 pub use bindery_macros::function;
 pub use runtime::stats::{BindingStats, Stats};

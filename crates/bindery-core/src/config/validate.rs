@@ -174,13 +174,18 @@ fn read_app_settings(value: Option<&Value>, problems: &mut Vec<Problem>) -> AppS
         Some(Value::Object(table)) => table.clone(),
         None | Some(Value::Null) => Map::new(),
         Some(other) => {
-            problems.push(Problem::new("bindery", format!("expected a table, found {}", kind(other))));
+            problems.push(Problem::new(
+                "bindery",
+                format!("expected a table, found {}", kind(other)),
+            ));
             return AppSettings::default();
         }
     };
     let poller_table = table.remove("poller");
-    let poller = read_section(poller_table.as_ref(), "bindery.poller", problems).unwrap_or_default();
-    let mut app: AppSettings = read_section(Some(&Value::Object(table)), "bindery", problems).unwrap_or_default();
+    let poller =
+        read_section(poller_table.as_ref(), "bindery.poller", problems).unwrap_or_default();
+    let mut app: AppSettings =
+        read_section(Some(&Value::Object(table)), "bindery", problems).unwrap_or_default();
     app.poller = poller;
     app
 }
@@ -522,10 +527,20 @@ impl BindingContext<'_, '_> {
         // reported too.
         let consumer_table = table.remove("consumer");
         let producer_table = table.remove("producer");
-        let consumer = read_section(consumer_table.as_ref(), &join(&path, "consumer"), self.problems);
-        let producer = read_section(producer_table.as_ref(), &join(&path, "producer"), self.problems);
-        let settings: Option<BindingSettings> = read_section(Some(&Value::Object(table.clone())), &path, self.problems);
-        let (Some(mut settings), Some(consumer), Some(producer)) = (settings, consumer, producer) else {
+        let consumer = read_section(
+            consumer_table.as_ref(),
+            &join(&path, "consumer"),
+            self.problems,
+        );
+        let producer = read_section(
+            producer_table.as_ref(),
+            &join(&path, "producer"),
+            self.problems,
+        );
+        let settings: Option<BindingSettings> =
+            read_section(Some(&Value::Object(table.clone())), &path, self.problems);
+        let (Some(mut settings), Some(consumer), Some(producer)) = (settings, consumer, producer)
+        else {
             return None;
         };
         settings.consumer = consumer;

@@ -17,7 +17,10 @@ pub(crate) struct Binders {
 impl Binders {
     /// Creates every binder of `wiring`, using `provided` instances where
     /// the program supplied them. Nothing connects yet.
-    pub(crate) fn create(wiring: &Wiring, provided: &BTreeMap<String, Arc<dyn Binder>>) -> Result<Self, Error> {
+    pub(crate) fn create(
+        wiring: &Wiring,
+        provided: &BTreeMap<String, Arc<dyn Binder>>,
+    ) -> Result<Self, Error> {
         let mut by_name = BTreeMap::new();
         for plan in &wiring.binders {
             let binder = match provided.get(&plan.name) {
@@ -42,7 +45,10 @@ impl Binders {
 
     pub(crate) fn get(&self, name: &str) -> Result<Arc<dyn Binder>, BinderError> {
         self.by_name.get(name).cloned().ok_or_else(|| {
-            BinderError::new(BinderErrorKind::InvalidOptions, format!("binder `{name}` is not declared"))
+            BinderError::new(
+                BinderErrorKind::InvalidOptions,
+                format!("binder `{name}` is not declared"),
+            )
         })
     }
 

@@ -128,13 +128,20 @@ impl InputBinding {
     /// Acks once every output is confirmed. A transient failure hands the
     /// message back for redelivery; a permanent one (the broker refused or
     /// could not route an output) is a failure like any other.
-    fn settle(self: &Arc<Self>, pending: Pending, message: Message, acker: Acknowledger, attempts: u32) -> Settlement {
+    fn settle(
+        self: &Arc<Self>,
+        pending: Pending,
+        message: Message,
+        acker: Acknowledger,
+        attempts: u32,
+    ) -> Settlement {
         let this = self.clone();
         Box::pin(async move {
             match pending.wait().await {
                 Ok(()) => this.ack(acker).await,
                 Err(error) if error.is_transient() => {
-                    this.requeue(acker, &format!("an output was not confirmed: {error}")).await;
+                    this.requeue(acker, &format!("an output was not confirmed: {error}"))
+                        .await;
                 }
                 Err(error) => {
                     let error = FunctionError::non_retryable(error);
@@ -145,7 +152,13 @@ impl InputBinding {
     }
 
     /// After the last attempt: send to the dead-letter destination, or drop.
-    async fn give_up(self: &Arc<Self>, message: Message, acker: Acknowledger, error: FunctionError, attempts: u32) -> Settlement {
+    async fn give_up(
+        self: &Arc<Self>,
+        message: Message,
+        acker: Acknowledger,
+        error: FunctionError,
+        attempts: u32,
+    ) -> Settlement {
         let binding = &self.plan.binding;
         let Some(dead_letters) = &self.dead_letters else {
             error!(
@@ -189,7 +202,10 @@ impl InputBinding {
                     this.counters.bump(Event::DeadLettered);
                     this.ack(acker).await;
                 }
-                Err(e) => this.requeue(acker, &format!("the dead letter was not confirmed: {e}")).await,
+                Err(e) => {
+                    this.requeue(acker, &format!("the dead letter was not confirmed: {e}"))
+                        .await
+                }
             }
         })
     }
@@ -198,7 +214,9 @@ impl InputBinding {
         let id = acker.id();
         match acker.ack().await {
             Ok(()) => self.counters.bump(Event::Acked),
-            Err(e) => warn!(binding = %self.plan.binding, id = %id, "ack failed; the broker will redeliver: {e}"),
+            Err(e) => {
+                warn!(binding = %self.plan.binding, id = %id, "ack failed; the broker will redeliver: {e}")
+            }
         }
     }
 
@@ -253,7 +271,10 @@ impl Lane {
 }
 
 /// Runs `consumer` until shutdown, then finishes what is in flight.
-pub(crate) async fn consume(binding: Arc<InputBinding>, mut consumer: Box<dyn Consumer>) -> Result<(), Error> {
+pub(crate) async fn consume(
+    binding: Arc<InputBinding>,
+    mut consumer: Box<dyn Consumer>,
+) -> Result<(), Error> {
     let shutdown = binding.shutdown.clone();
     let concurrency = binding.plan.consumer.concurrency.max(1);
     if concurrency == 1 {
@@ -338,6 +359,9 @@ pub(crate) async fn bind_consumer(
     binding: &InputBinding,
 ) -> Result<Option<Box<dyn Consumer>>, Error> {
     let spec = &binding.plan.consumer;
-    let what = format!("binding `{}` (destination `{}`)", binding.plan.binding, spec.destination);
+    let what = format!(
+        "binding `{}` (destination `{}`)",
+        binding.plan.binding, spec.destination
+    );
     super::bind::with_retry(&what, &binding.shutdown, || binder.bind_consumer(spec)).await
 }

@@ -70,7 +70,11 @@ impl Runtime {
             shutdown: shutdown.clone(),
             outputs: Default::default(),
         })));
-        let inputs = wiring.functions.iter().filter(|f| f.input.is_some()).count();
+        let inputs = wiring
+            .functions
+            .iter()
+            .filter(|f| f.input.is_some())
+            .count();
         let (unbound_tx, unbound_inputs) = watch::channel(inputs);
         let shared = Shared {
             binders: binders.clone(),
@@ -87,7 +91,12 @@ impl Runtime {
             if plan.input.is_some() {
                 tasks.spawn(run_input(plan, function, shared));
             } else {
-                tasks.spawn(run_source(plan, function, shared, wiring.app.poller.clone()));
+                tasks.spawn(run_source(
+                    plan,
+                    function,
+                    shared,
+                    wiring.app.poller.clone(),
+                ));
             }
         }
         Ok(Self {
@@ -115,7 +124,9 @@ impl Runtime {
         }
         match self.binders.health().into_iter().next() {
             None => Health::Up,
-            Some((name, Health::Down(reason))) => Health::Down(format!("binder `{name}`: {reason}")),
+            Some((name, Health::Down(reason))) => {
+                Health::Down(format!("binder `{name}`: {reason}"))
+            }
             Some((name, _)) => Health::Down(format!("binder `{name}` is not up")),
         }
     }
@@ -169,7 +180,12 @@ fn compose(plan: &FunctionPlan, functions: &FunctionRegistry) -> Arc<dyn Functio
     let stages: Vec<Arc<dyn Function>> = plan
         .stages
         .iter()
-        .map(|name| functions.get(name).expect("validation checked every name").clone())
+        .map(|name| {
+            functions
+                .get(name)
+                .expect("validation checked every name")
+                .clone()
+        })
         .collect();
     match <[_; 1]>::try_from(stages) {
         Ok([only]) => only,
@@ -179,12 +195,28 @@ fn compose(plan: &FunctionPlan, functions: &FunctionRegistry) -> Arc<dyn Functio
 
 async fn bind_output(plan: &OutputPlan, shared: &Shared) -> Result<Option<Arc<Output>>, Error> {
     let binder = shared.binders.get(&plan.binder)?;
-    let what = format!("binding `{}` (destination `{}`)", plan.binding, plan.producer.destination);
-    let producer = bind::with_retry(&what, &shared.shutdown, || binder.bind_producer(&plan.producer)).await?;
-    Ok(producer.map(|producer| Arc::new(Output::new(plan.clone(), producer, shared.stats.binding(&plan.binding)))))
+    let what = format!(
+        "binding `{}` (destination `{}`)",
+        plan.binding, plan.producer.destination
+    );
+    let producer = bind::with_retry(&what, &shared.shutdown, || {
+        binder.bind_producer(&plan.producer)
+    })
+    .await?;
+    Ok(producer.map(|producer| {
+        Arc::new(Output::new(
+            plan.clone(),
+            producer,
+            shared.stats.binding(&plan.binding),
+        ))
+    }))
 }
 
-async fn run_input(plan: FunctionPlan, function: Arc<dyn Function>, shared: Shared) -> Result<(), Error> {
+async fn run_input(
+    plan: FunctionPlan,
+    function: Arc<dyn Function>,
+    shared: Shared,
+) -> Result<(), Error> {
     let input = plan.input.clone().expect("an input function");
     let binder = shared.binders.get(&input.binder)?;
     let output = match &plan.output {
@@ -197,8 +229,15 @@ async fn run_input(plan: FunctionPlan, function: Arc<dyn Function>, shared: Shar
     let spec = &input.consumer;
     let dead_letter_destination = binder.dead_letter_destination(spec);
     let dead_letters = if spec.dead_letter {
-        let what = format!("dead-letter destination `{dead_letter_destination}` of `{}`", input.binding);
-        match bind::with_retry(&what, &shared.shutdown, || binder.bind_dead_letter_producer(spec)).await? {
+        let what = format!(
+            "dead-letter destination `{dead_letter_destination}` of `{}`",
+            input.binding
+        );
+        match bind::with_retry(&what, &shared.shutdown, || {
+            binder.bind_dead_letter_producer(spec)
+        })
+        .await?
+        {
             Some(producer) => Some(producer),
             None => return Ok(()),
         }
@@ -226,11 +265,18 @@ async fn run_input(plan: FunctionPlan, function: Arc<dyn Function>, shared: Shar
         "bound {}",
         plan.definition
     );
-    shared.unbound_inputs.send_modify(|n| *n = n.saturating_sub(1));
+    shared
+        .unbound_inputs
+        .send_modify(|n| *n = n.saturating_sub(1));
     input::consume(binding, consumer).await
 }
 
-async fn run_source(plan: FunctionPlan, function: Arc<dyn Function>, shared: Shared, poller: bindery_core::config::PollerSettings) -> Result<(), Error> {
+async fn run_source(
+    plan: FunctionPlan,
+    function: Arc<dyn Function>,
+    shared: Shared,
+    poller: bindery_core::config::PollerSettings,
+) -> Result<(), Error> {
     let Some(output_plan) = plan.output.clone() else {
         error!(function = %plan.definition, "a source without output binding does nothing");
         return Ok(());
@@ -259,4 +305,3 @@ async fn run_source(plan: FunctionPlan, function: Arc<dyn Function>, shared: Sha
     .await;
     Ok(())
 }
-

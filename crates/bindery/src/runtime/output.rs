@@ -24,7 +24,11 @@ pub(crate) struct Output {
 }
 
 impl Output {
-    pub(crate) fn new(plan: OutputPlan, producer: Arc<dyn Producer>, counters: Arc<Counters>) -> Self {
+    pub(crate) fn new(
+        plan: OutputPlan,
+        producer: Arc<dyn Producer>,
+        counters: Arc<Counters>,
+    ) -> Self {
         // Validation checked the content type; JSON is only a fallback.
         let codec = Codec::for_content_type(&plan.content_type).unwrap_or(Codec::Json);
         let content_type = static_content_type(&plan.content_type);
@@ -59,8 +63,11 @@ impl Output {
         match outcome {
             Outcome::Nothing => Ok(()),
             Outcome::Payload(bytes) => {
-                let headers = inbound.map(|m| m.headers().inheritable()).unwrap_or_default();
-                self.send(Message::new(bytes).with_headers(headers), pending).await
+                let headers = inbound
+                    .map(|m| m.headers().inheritable())
+                    .unwrap_or_default();
+                self.send(Message::new(bytes).with_headers(headers), pending)
+                    .await
             }
             Outcome::Message(message) => self.send(message, pending).await,
             Outcome::Stream(mut stream) => {
@@ -75,25 +82,31 @@ impl Output {
     /// Sends one message outside a function call (dynamic sender).
     pub(crate) async fn send_now(&self, message: Message) -> Result<(), BinderError> {
         let mut pending = Pending::default();
-        self.send(message, &mut pending).await.map_err(|e| {
-            BinderError::new(bindery_core::BinderErrorKind::Other, e.chain_text())
-        })?;
+        self.send(message, &mut pending)
+            .await
+            .map_err(|e| BinderError::new(bindery_core::BinderErrorKind::Other, e.chain_text()))?;
         pending.wait().await
     }
 
     async fn send(&self, mut message: Message, pending: &mut Pending) -> Result<(), FunctionError> {
         if message.content_type().is_none() {
-            message.headers_mut().insert(names::CONTENT_TYPE, self.content_type.clone());
+            message
+                .headers_mut()
+                .insert(names::CONTENT_TYPE, self.content_type.clone());
         }
         if message.routing_key().is_none() {
             if let Some(template) = &self.plan.routing_key {
-                let key = template.render(&message).map_err(FunctionError::non_retryable)?;
+                let key = template
+                    .render(&message)
+                    .map_err(FunctionError::non_retryable)?;
                 message.set_routing_key(Some(key));
             }
         }
         if message.key().is_none() {
             if let Some(template) = &self.plan.partition_key {
-                let key = template.render(&message).map_err(FunctionError::non_retryable)?;
+                let key = template
+                    .render(&message)
+                    .map_err(FunctionError::non_retryable)?;
                 message.set_key(Some(key.into()));
             }
         }
@@ -118,7 +131,11 @@ pub(crate) fn send_failure(error: BinderError) -> FunctionError {
 
 /// Avoids an allocation per message for the usual content types.
 fn static_content_type(content_type: &str) -> Cow<'static, str> {
-    const KNOWN: [&str; 3] = [DEFAULT_CONTENT_TYPE, "text/plain", "application/octet-stream"];
+    const KNOWN: [&str; 3] = [
+        DEFAULT_CONTENT_TYPE,
+        "text/plain",
+        "application/octet-stream",
+    ];
     match KNOWN.iter().find(|k| **k == content_type) {
         Some(known) => Cow::Borrowed(known),
         None => Cow::Owned(content_type.to_owned()),

@@ -16,7 +16,12 @@ const IDLE_WAIT: Duration = Duration::from_secs(1);
 
 /// Moves at most `limit` dead letters of input binding `name` back to its
 /// group; returns how many moved.
-pub(crate) async fn run(wiring: &Wiring, binders: &Binders, name: &str, limit: Option<usize>) -> Result<usize, Error> {
+pub(crate) async fn run(
+    wiring: &Wiring,
+    binders: &Binders,
+    name: &str,
+    limit: Option<usize>,
+) -> Result<usize, Error> {
     let Some(input) = wiring.input(name) else {
         let inputs: Vec<&str> = wiring
             .functions
@@ -25,7 +30,11 @@ pub(crate) async fn run(wiring: &Wiring, binders: &Binders, name: &str, limit: O
             .collect();
         return Err(Error::Usage(format!(
             "`{name}` is not an input binding of this app; input bindings: {}",
-            if inputs.is_empty() { "(none)".to_owned() } else { inputs.join(", ") }
+            if inputs.is_empty() {
+                "(none)".to_owned()
+            } else {
+                inputs.join(", ")
+            }
         )));
     };
     let spec = &input.consumer;

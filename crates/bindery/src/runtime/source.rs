@@ -72,7 +72,11 @@ impl Source {
         while window.next().await.is_some() {}
     }
 
-    async fn publish(&self, outcome: Outcome, window: &mut FuturesUnordered<futures::future::BoxFuture<'static, ()>>) {
+    async fn publish(
+        &self,
+        outcome: Outcome,
+        window: &mut FuturesUnordered<futures::future::BoxFuture<'static, ()>>,
+    ) {
         let mut pending = Pending::default();
         match self.output.publish(outcome, None, &mut pending).await {
             Ok(()) if pending.is_empty() => self.counters.bump(Event::Filtered),

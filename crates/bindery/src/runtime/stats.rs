@@ -80,7 +80,11 @@ pub(crate) struct Registry {
 impl Registry {
     /// The counters of `binding`, created on first use.
     pub(crate) fn binding(&self, binding: &str) -> Arc<Counters> {
-        self.bindings.lock().entry(binding.to_owned()).or_default().clone()
+        self.bindings
+            .lock()
+            .entry(binding.to_owned())
+            .or_default()
+            .clone()
     }
 
     pub(crate) fn snapshot(&self) -> Stats {

@@ -1,0 +1,191 @@
+//! Memory-binder behaviour beyond the conformance suite: back-pressure,
+//! unroutable sends, fair dispatch, anonymous queue lifetime, shared brokers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bindery_core::binder::{Binder, ConsumerSpec, ProducerSpec};
+use bindery_core::error::BinderErrorKind;
+use bindery_core::message::Message;
+use bindery_memory::{Broker, MemoryBinder};
+use bytes::Bytes;
+
+fn message(n: u32) -> Message {
+    Message::new(Bytes::from(n.to_string()))
+}
+
+fn number(message: &Message) -> u32 {
+    std::str::from_utf8(message.payload())
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_full_queue_makes_producers_wait_until_a_consumer_takes_one() {
+    let binder = MemoryBinder::new(Broker::new(), 3);
+    let producer = binder
+        .bind_producer(&ProducerSpec::new("out", "orders").required_groups(["g"]))
+        .await
+        .unwrap();
+    for n in 0..3 {
+        producer.send(message(n)).await.unwrap().await.unwrap();
+    }
+    let fourth = producer.send(message(3));
+    tokio::pin!(fourth);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), &mut fourth)
+            .await
+            .is_err(),
+        "the fourth send waits while the queue is full"
+    );
+    let mut consumer = binder
+        .bind_consumer(&ConsumerSpec::new("in", "orders").group("g"))
+        .await
+        .unwrap();
+    let first = consumer.recv().await.unwrap();
+    assert_eq!(number(first.message()), 0);
+    fourth.await.unwrap().await.unwrap();
+    assert_eq!(binder.broker().queue_depth("orders.g"), Some(3));
+}
+
+#[tokio::test]
+async fn a_send_no_queue_takes_is_unroutable() {
+    let binder = MemoryBinder::isolated();
+    let producer = binder
+        .bind_producer(&ProducerSpec::new("out", "nobody-listens"))
+        .await
+        .unwrap();
+    let error = producer.send(message(1)).await.unwrap_err();
+    assert_eq!(error.kind(), BinderErrorKind::Unroutable);
+}
+
+#[tokio::test]
+async fn fair_dispatch_gives_the_next_message_to_the_free_consumer() {
+    let binder = MemoryBinder::isolated();
+    let producer = binder
+        .bind_producer(&ProducerSpec::new("out", "jobs").required_groups(["workers"]))
+        .await
+        .unwrap();
+    let spec = ConsumerSpec::new("in", "jobs").group("workers").prefetch(1);
+    let mut slow = binder.bind_consumer(&spec).await.unwrap();
+    let mut fast = binder.bind_consumer(&spec).await.unwrap();
+    for n in 0..3 {
+        producer.send(message(n)).await.unwrap().await.unwrap();
+    }
+    let held = slow.recv().await.unwrap();
+    assert_eq!(number(held.message()), 0);
+    let one = fast.recv().await.unwrap();
+    assert_eq!(number(one.message()), 1);
+    // The slow consumer is at its prefetch bound: it gets nothing more.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), slow.recv())
+            .await
+            .is_err()
+    );
+    one.ack().await.unwrap();
+    let two = fast.recv().await.unwrap();
+    assert_eq!(
+        number(two.message()),
+        2,
+        "the free consumer took the next job"
+    );
+    two.ack().await.unwrap();
+    held.ack().await.unwrap();
+}
+
+#[tokio::test]
+async fn redelivered_messages_are_marked_and_stale_acks_fail() {
+    let binder = MemoryBinder::isolated();
+    let producer = binder
+        .bind_producer(&ProducerSpec::new("out", "orders").required_groups(["g"]))
+        .await
+        .unwrap();
+    producer.send(message(7)).await.unwrap().await.unwrap();
+    let spec = ConsumerSpec::new("in", "orders").group("g");
+    let mut consumer = binder.bind_consumer(&spec).await.unwrap();
+    let delivery = consumer.recv().await.unwrap();
+    let (_, acknowledger) = delivery.into_parts();
+    assert!(!acknowledger.redelivered());
+    drop(consumer);
+    let error = acknowledger.ack().await.unwrap_err();
+    assert_eq!(
+        error.kind(),
+        BinderErrorKind::Closed,
+        "an ack after the consumer left fails"
+    );
+    let mut consumer = binder.bind_consumer(&spec).await.unwrap();
+    let again = consumer.recv().await.unwrap();
+    let (message, acknowledger) = again.into_parts();
+    assert_eq!(number(&message), 7);
+    assert!(acknowledger.redelivered());
+    acknowledger.nack(true).await.unwrap();
+    let third = consumer.recv().await.unwrap();
+    assert_eq!(
+        number(third.message()),
+        7,
+        "a nack with requeue puts it back"
+    );
+    third.nack(false).await.unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), consumer.recv())
+            .await
+            .is_err(),
+        "a nack without requeue drops it"
+    );
+}
+
+#[tokio::test]
+async fn an_anonymous_queue_lives_only_as_long_as_its_consumer() {
+    let binder = MemoryBinder::isolated();
+    let consumer = binder
+        .bind_consumer(&ConsumerSpec::new("in", "events"))
+        .await
+        .unwrap();
+    assert_eq!(binder.broker().queue_depth("anonymous.0"), Some(0));
+    drop(consumer);
+    assert_eq!(binder.broker().queue_depth("anonymous.0"), None);
+    let producer = binder
+        .bind_producer(&ProducerSpec::new("out", "events"))
+        .await
+        .unwrap();
+    assert_eq!(
+        producer.send(message(1)).await.unwrap_err().kind(),
+        BinderErrorKind::Unroutable
+    );
+}
+
+#[tokio::test]
+async fn dead_letter_queues_are_unbounded() {
+    let binder = MemoryBinder::new(Broker::new(), 1);
+    let spec = ConsumerSpec::new("in", "orders")
+        .group("g")
+        .dead_letter(true);
+    let dead_letters = binder.bind_dead_letter_producer(&spec).await.unwrap();
+    for n in 0..50 {
+        dead_letters.send(message(n)).await.unwrap().await.unwrap();
+    }
+    assert_eq!(binder.dead_letter_destination(&spec), "orders.g.dlq");
+    assert_eq!(binder.broker().queue_depth("orders.g.dlq"), Some(50));
+}
+
+#[tokio::test]
+async fn binders_naming_the_same_broker_share_destinations() {
+    let factory = bindery_core::registry::binder_factories()
+        .iter()
+        .find(|f| f.binder_type == "memory")
+        .expect("the memory binder registers itself");
+    let settings = serde_json::json!({ "broker": "shared-by-test" });
+    let one: Arc<dyn Binder> = (factory.create)("one", &settings).unwrap();
+    let two: Arc<dyn Binder> = (factory.create)("two", &settings).unwrap();
+    let mut consumer = two
+        .bind_consumer(&ConsumerSpec::new("in", "greetings").group("g"))
+        .await
+        .unwrap();
+    let producer = one
+        .bind_producer(&ProducerSpec::new("out", "greetings"))
+        .await
+        .unwrap();
+    producer.send(message(42)).await.unwrap().await.unwrap();
+    assert_eq!(number(consumer.recv().await.unwrap().message()), 42);
+}

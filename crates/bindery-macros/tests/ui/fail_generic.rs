@@ -1,0 +1,6 @@
+#[bindery::function]
+async fn echo<T: serde::Serialize>(value: T) -> T {
+    value
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+struct Connection;
+
+#[bindery::function]
+async fn store(_connection: Connection) {}
+
+fn main() {}

@@ -1,0 +1,8 @@
+struct Report;
+
+#[bindery::function]
+async fn report(_text: String) -> Report {
+    Report
+}
+
+fn main() {}

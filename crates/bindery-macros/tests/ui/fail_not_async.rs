@@ -1,0 +1,6 @@
+#[bindery::function]
+fn uppercase(text: String) -> String {
+    text.to_uppercase()
+}
+
+fn main() {}
