@@ -1,9 +1,10 @@
 //! Shared helpers of the integration tests, one module per binder.
 
-mod memory;
-#[cfg(feature = "rabbitmq")]
-pub mod rabbitmq;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+mod memory;
+pub mod process;
+#[cfg(feature = "rabbitmq")]
+pub mod rabbitmq;
 
 pub use memory::MemoryHarness;

@@ -13,14 +13,22 @@ use syn::{Error, FnArg, ItemFn, LitStr, Token, parse_macro_input};
 
 /// Registers an async function as a bindery function.
 ///
-/// ```ignore
+/// ```
+/// use bindery::prelude::*;
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct Order { id: u64 }
+///
 /// #[bindery::function]
 /// async fn uppercase(text: String) -> String {
 ///     text.to_uppercase()
 /// }
 ///
 /// #[bindery::function(name = "audit-log")]
-/// async fn audit(order: Order, headers: Headers) { /* ... */ }
+/// async fn audit(order: Order, headers: Headers) {
+///     println!("order {} ({} headers)", order.id, headers.len());
+/// }
+/// # fn main() {}
 /// ```
 ///
 /// The name used in `definition` and in binding names is the function's
