@@ -1,8 +1,8 @@
-//! Configuration: loading ([`load`]), the typed model ([`model`]), and
-//! validation into a [`Wiring`] ([`validate`]).
+//! Configuration: loading ([`load`](mod@load)), the typed model ([`model`]), and
+//! validation into a [`Wiring`] ([`validate`](mod@validate)).
 //!
 //! TOML is the default; YAML is read from `.yaml`/`.yml` files. Keys follow
-//! Spring Cloud Stream's names in kebab-case. See [`load`] for environment
+//! Spring Cloud Stream's names in kebab-case. See [`load`](mod@load) for environment
 //! overrides and `${VAR}` secrets.
 
 pub mod duration;

@@ -2,7 +2,7 @@
 //! sinks, in the manner of axum handlers.
 //!
 //! A function's arguments are *extractors* ([`FromMessage`]): parts of the
-//! message ([`Headers`], [`Key`], [`RoutingKey`], [`Attempt`], [`State`],
+//! message ([`Headers`](crate::Headers), [`Key`], [`RoutingKey`], [`Attempt`], [`State`],
 //! [`Sender`]), the payload decoded by content type (any
 //! `T: Deserialize`, `String`, `Bytes`), or the whole [`Message<T>`]. Unlike
 //! an HTTP body, a message is already in memory, so arguments may come in
