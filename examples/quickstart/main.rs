@@ -122,7 +122,10 @@ async fn main() -> bindery::Result<()> {
         .default_config(BUILT_IN_CONFIG)
         .from_env()?;
     let finished = async {
-        if tokio::time::timeout(Duration::from_secs(60), progress.all_printed()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(60), progress.all_printed())
+            .await
+            .is_err()
+        {
             tracing::error!("not every order arrived within 60 s");
         }
     };

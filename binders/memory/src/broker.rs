@@ -2,12 +2,13 @@
 //! topic exchange fans out to the queues bound to it.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
 
 use bindery_core::message::Message;
 use bindery_core::routing::RoutingPattern;
 use parking_lot::{Mutex, RwLock};
+use smallvec::SmallVec;
 use tokio::sync::Notify;
 
 /// An in-process broker. Binders that share one see the same destinations.
@@ -132,24 +133,33 @@ impl Destination {
     }
 
     /// Offers `message` to every matching queue without waiting. Returns
-    /// how many queues matched and the full ones it must wait for.
-    pub(crate) fn offer(&self, message: &Message) -> (usize, Vec<Arc<Queue>>) {
-        let routing_key = message.routing_key().unwrap_or_default();
+    /// how many queues matched, the full ones it must still wait for, and
+    /// the message unless a queue took it (it is kept for full queues, and
+    /// when no queue matched).
+    pub(crate) fn offer(&self, message: Message) -> (usize, Vec<Arc<Queue>>, Option<Message>) {
         let bindings = self.bindings.read();
-        let mut matched = 0;
+        let routing_key = message.routing_key().unwrap_or_default();
+        let matching: SmallVec<[&QueueBinding; 4]> = bindings.iter().filter(|b| b.matches(routing_key)).collect();
         let mut full = Vec::new();
-        for binding in bindings.iter().filter(|b| b.matches(routing_key)) {
-            matched += 1;
-            if !binding.queue.try_push(message) {
+        let mut kept = Some(message);
+        for (i, binding) in matching.iter().enumerate() {
+            let last = i + 1 == matching.len();
+            let original = kept.as_ref().expect("kept until the last queue");
+            // The last queue takes the message itself, unless a full queue
+            // still needs it; the others take a copy.
+            let item = if last && full.is_empty() { kept.take().expect("kept") } else { original.clone() };
+            if let Err(item) = binding.queue.try_push(item) {
                 full.push(binding.queue.clone());
+                kept.get_or_insert(item);
             }
         }
-        (matched, full)
+        (matching.len(), full, kept)
     }
 }
 
 /// A queue: ready messages in order, with wake-ups for consumers and for
-/// producers waiting on capacity.
+/// producers waiting on capacity. Wake-ups are sent only when someone
+/// waits, so a busy queue pays for none.
 #[derive(Debug)]
 pub(crate) struct Queue {
     pub(crate) name: String,
@@ -159,6 +169,17 @@ pub(crate) struct Queue {
     pub(crate) readable: Notify,
     /// Signalled when space frees up.
     writable: Notify,
+    consumers_waiting: AtomicUsize,
+    producers_waiting: AtomicUsize,
+}
+
+/// Counts a waiter for as long as it lives.
+pub(crate) struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 #[derive(Debug, Default)]
@@ -184,50 +205,88 @@ impl Queue {
             state: Mutex::new(QueueState::default()),
             readable: Notify::new(),
             writable: Notify::new(),
+            consumers_waiting: AtomicUsize::new(0),
+            producers_waiting: AtomicUsize::new(0),
         }
     }
 
-    /// Appends `message` if there is room (a deleted queue swallows it).
-    fn try_push(&self, message: &Message) -> bool {
+    /// Registers a consumer about to wait; call after enabling its
+    /// `readable` notification and before checking the queue once more.
+    pub(crate) fn waiting_consumer(&self) -> Waiting<'_> {
+        self.consumers_waiting.fetch_add(1, Ordering::SeqCst);
+        Waiting(&self.consumers_waiting)
+    }
+
+    /// Wakes waiting consumers, if any.
+    pub(crate) fn wake_consumers(&self) {
+        if self.consumers_waiting.load(Ordering::SeqCst) > 0 {
+            self.readable.notify_waiters();
+        }
+    }
+
+    fn wake_producers(&self) {
+        if self.producers_waiting.load(Ordering::SeqCst) > 0 {
+            self.writable.notify_waiters();
+        }
+    }
+
+    /// Whether the queue was deleted.
+    pub(crate) fn is_deleted(&self) -> bool {
+        self.state.lock().deleted
+    }
+
+    /// Appends `message` if there is room (a deleted queue swallows it);
+    /// hands it back when the queue is full.
+    fn try_push(&self, message: Message) -> Result<(), Message> {
         let mut state = self.state.lock();
         if state.deleted {
-            return true;
+            return Ok(());
         }
         if self.capacity.is_some_and(|c| state.ready.len() >= c) {
-            return false;
+            return Err(message);
         }
         let sequence = state.next_sequence;
         state.next_sequence += 1;
         state.ready.push_back(Stored {
-            message: message.clone(),
+            message,
             sequence,
             redelivered: false,
         });
         drop(state);
-        self.readable.notify_waiters();
-        true
+        self.wake_consumers();
+        Ok(())
     }
 
     /// Appends `message`, waiting for room.
-    pub(crate) async fn push(&self, message: &Message) {
+    pub(crate) async fn push(&self, message: Message) {
+        let Err(mut message) = self.try_push(message) else {
+            return;
+        };
         loop {
             let writable = self.writable.notified();
             tokio::pin!(writable);
             writable.as_mut().enable();
-            if self.try_push(message) {
-                return;
+            self.producers_waiting.fetch_add(1, Ordering::SeqCst);
+            let _waiting = Waiting(&self.producers_waiting);
+            match self.try_push(message) {
+                Ok(()) => return,
+                Err(back) => message = back,
             }
             writable.await;
         }
     }
 
-    /// Takes the next ready message.
-    pub(crate) fn pop(&self) -> Option<Stored> {
-        let stored = self.state.lock().ready.pop_front();
-        if stored.is_some() {
-            self.writable.notify_waiters();
+    /// Hands up to `max` ready messages, oldest first, to `take`.
+    pub(crate) fn pop_many(&self, max: usize, mut take: impl FnMut(Stored)) {
+        let mut state = self.state.lock();
+        let count = max.min(state.ready.len());
+        for stored in state.ready.drain(..count) {
+            take(stored);
         }
-        stored
+        drop(state);
+        if count > 0 {
+            self.wake_producers();
+        }
     }
 
     /// Puts messages back at the head, in their original order, marked
@@ -243,7 +302,7 @@ impl Queue {
             state.ready.push_front(item);
         }
         drop(state);
-        self.readable.notify_waiters();
+        self.wake_consumers();
     }
 
     fn delete(&self) {

@@ -20,19 +20,21 @@ pub(crate) struct DestinationProducer {
 #[async_trait]
 impl Producer for DestinationProducer {
     async fn send(&self, message: Message) -> Result<Confirmation, BinderError> {
-        let (matched, full) = self.destination.offer(&message);
+        let (matched, full, kept) = self.destination.offer(message);
         if matched == 0 {
             return Err(BinderError::new(
                 BinderErrorKind::Unroutable,
                 format!(
                     "no queue on destination `{}` takes routing key `{}`",
                     self.name,
-                    message.routing_key().unwrap_or_default()
+                    kept.as_ref().and_then(Message::routing_key).unwrap_or_default()
                 ),
             ));
         }
-        for queue in full {
-            queue.push(&message).await;
+        if let Some(message) = kept {
+            for queue in full {
+                queue.push(message.clone()).await;
+            }
         }
         Ok(Confirmation::confirmed())
     }
@@ -46,7 +48,7 @@ pub(crate) struct QueueProducer {
 #[async_trait]
 impl Producer for QueueProducer {
     async fn send(&self, message: Message) -> Result<Confirmation, BinderError> {
-        self.queue.push(&message).await;
+        self.queue.push(message).await;
         Ok(Confirmation::confirmed())
     }
 }

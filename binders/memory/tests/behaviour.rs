@@ -40,7 +40,7 @@ async fn a_full_queue_makes_producers_wait_until_a_consumer_takes_one() {
         "the fourth send waits while the queue is full"
     );
     let mut consumer = binder
-        .bind_consumer(&ConsumerSpec::new("in", "orders").group("g"))
+        .bind_consumer(&ConsumerSpec::new("in", "orders").group("g").prefetch(1))
         .await
         .unwrap();
     let first = consumer.recv().await.unwrap();

@@ -276,6 +276,13 @@ pub trait Consumer: Send + 'static {
     /// `select!`, and dropping the future must lose no message.
     async fn recv(&mut self) -> Option<Delivery>;
 
+    /// A delivery that is ready now, without waiting; `None` when there is
+    /// none (or the binder does not buffer). The runtime calls it before
+    /// [`recv`](Self::recv) to skip a wake-up per message.
+    fn try_recv(&mut self) -> Option<Delivery> {
+        None
+    }
+
     /// Stops new deliveries. Deliveries already handed out can still be
     /// acknowledged until the consumer is dropped; dropping it gives every
     /// unacknowledged one back to the group.

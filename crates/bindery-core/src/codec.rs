@@ -32,6 +32,13 @@ impl Codec {
     /// Surrounding quotes are ignored: Spring's Kafka header mapper writes
     /// header values as JSON strings.
     pub fn for_content_type(content_type: &str) -> Result<Codec, UnsupportedContentType> {
+        // The exact spellings bindery and Spring write, without allocating.
+        match content_type {
+            DEFAULT_CONTENT_TYPE => return Ok(Codec::Json),
+            "text/plain" => return Ok(Codec::Text),
+            "application/octet-stream" => return Ok(Codec::Binary),
+            _ => {}
+        }
         let essence = content_type
             .trim()
             .trim_matches('"')

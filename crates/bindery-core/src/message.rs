@@ -4,6 +4,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 use bytes::Bytes;
+use smallvec::SmallVec;
 
 /// Names of the headers bindery reads and writes.
 ///
@@ -46,11 +47,12 @@ pub mod names {
 ///
 /// Names are case-sensitive, as in Spring. Setting a name that is present
 /// replaces its value. Most messages carry a handful of headers, so a small
-/// vector beats a map; names and values that are `'static` cost nothing to
-/// clone.
+/// vector beats a map; the first one lives inline, and names and values that
+/// are `'static` cost nothing to clone — a message with just `contentType`
+/// clones without allocating.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Headers {
-    entries: Vec<(Cow<'static, str>, Cow<'static, str>)>,
+    entries: SmallVec<[(Cow<'static, str>, Cow<'static, str>); 1]>,
 }
 
 impl Headers {
@@ -120,6 +122,9 @@ impl Headers {
     /// The headers an output inherits from its input: all but the
     /// transport ones ([`names::is_transport`]).
     pub fn inheritable(&self) -> Headers {
+        if self.entries.iter().all(|(n, _)| names::is_transport(n)) {
+            return Headers::new();
+        }
         Headers {
             entries: self
                 .entries
@@ -185,7 +190,9 @@ pub struct Message<T = Bytes> {
     headers: Headers,
     key: Option<Bytes>,
     routing_key: Option<String>,
-    delivery: Option<DeliveryInfo>,
+    /// Boxed: present only on messages handed to functions as `Message<T>`,
+    /// and it keeps every message that moves through a binder small.
+    delivery: Option<Box<DeliveryInfo>>,
 }
 
 impl<T> Message<T> {
@@ -285,12 +292,12 @@ impl<T> Message<T> {
 
     /// Delivery facts (id, attempt) of an inbound message.
     pub fn delivery(&self) -> Option<&DeliveryInfo> {
-        self.delivery.as_ref()
+        self.delivery.as_deref()
     }
 
     /// Attaches delivery facts; the runtime does this for inbound messages.
     pub fn with_delivery(mut self, delivery: DeliveryInfo) -> Self {
-        self.delivery = Some(delivery);
+        self.delivery = Some(Box::new(delivery));
         self
     }
 

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use bindery_core::binder::{Acknowledger, Binder, Consumer, Delivery, Producer};
 use bindery_core::codec::{Codec, DecodeError};
 use bindery_core::config::InputPlan;
-use bindery_core::error::{Error, FunctionError};
+use bindery_core::error::{BinderError, Error, FunctionError};
 use bindery_core::function::{Context, Function, Input, Outcome};
 use bindery_core::message::Message;
 use bindery_core::policy::{DeadLetter, RetryDecision};
@@ -61,19 +61,32 @@ impl InputBinding {
     /// Processes one delivery through every attempt it gets. Returns the
     /// settlement to await, or `None` when shutdown interrupted a back-off
     /// (the delivery was handed back).
+    ///
+    /// The first attempt runs inline; retries and dead-lettering live in a
+    /// boxed slow path, which keeps this future small on the hot path.
     async fn process(self: &Arc<Self>, delivery: Delivery) -> Option<Settlement> {
         self.counters.bump(Event::Received);
         let (message, acker) = delivery.into_parts();
         let codec = match self.codec_of(&message) {
             Ok(codec) => codec,
-            Err(error) => return Some(self.give_up(message, acker, error, 1).await),
+            Err(error) => return Some(Box::pin(self.give_up(message, acker, error, 1)).await),
         };
+        match self.attempt(&message, &acker, codec, 1).await {
+            Ok(pending) => self.settle(pending, message, acker, 1).await,
+            Err(error) => Box::pin(self.retry(message, acker, codec, error)).await,
+        }
+    }
+
+    /// After a failed first attempt: retries per the policy, then gives up.
+    async fn retry(
+        self: &Arc<Self>,
+        message: Message,
+        acker: Acknowledger,
+        codec: Codec,
+        mut error: FunctionError,
+    ) -> Option<Settlement> {
         let mut attempt = 1;
         loop {
-            let error = match self.attempt(&message, &acker, codec, attempt).await {
-                Ok(pending) => return Some(self.settle(pending, message, acker, attempt)),
-                Err(error) => error,
-            };
             match self.plan.retry.decide(attempt, &error) {
                 RetryDecision::RetryAfter(pause) => {
                     debug!(
@@ -96,6 +109,10 @@ impl InputBinding {
                 RetryDecision::Exhausted | RetryDecision::NotRetryable => {
                     return Some(self.give_up(message, acker, error, attempt).await);
                 }
+            }
+            match self.attempt(&message, &acker, codec, attempt).await {
+                Ok(pending) => return self.settle(pending, message, acker, attempt).await,
+                Err(next) => error = next,
             }
         }
     }
@@ -127,28 +144,49 @@ impl InputBinding {
 
     /// Acks once every output is confirmed. A transient failure hands the
     /// message back for redelivery; a permanent one (the broker refused or
-    /// could not route an output) is a failure like any other.
-    fn settle(
-        self: &Arc<Self>,
-        pending: Pending,
-        message: Message,
-        acker: Acknowledger,
-        attempts: u32,
-    ) -> Settlement {
-        let this = self.clone();
-        Box::pin(async move {
-            match pending.wait().await {
-                Ok(()) => this.ack(acker).await,
-                Err(error) if error.is_transient() => {
-                    this.requeue(acker, &format!("an output was not confirmed: {error}"))
-                        .await;
-                }
-                Err(error) => {
-                    let error = FunctionError::non_retryable(error);
-                    this.give_up(message, acker, error, attempts).await.await;
-                }
+    /// could not route an output) is a failure like any other. When every
+    /// confirmation is already in, this settles inline and returns `None`.
+    async fn settle(self: &Arc<Self>, mut pending: Pending, message: Message, acker: Acknowledger, attempts: u32) -> Option<Settlement> {
+        let sent = pending.len();
+        match pending.try_now() {
+            Some(Ok(())) => {
+                self.record_sent(sent, &Ok(()));
+                self.ack(acker).await;
+                None
             }
-        })
+            Some(Err(error)) => {
+                let result = Err(error);
+                self.record_sent(sent, &result);
+                let Err(error) = result else { unreachable!() };
+                Some(self.after_failed_confirmation(error, message, acker, attempts).await)
+            }
+            None => {
+                let this = self.clone();
+                Some(Box::pin(async move {
+                    let result = pending.wait().await;
+                    this.record_sent(sent, &result);
+                    match result {
+                        Ok(()) => this.ack(acker).await,
+                        Err(error) => this.after_failed_confirmation(error, message, acker, attempts).await.await,
+                    }
+                }))
+            }
+        }
+    }
+
+    fn record_sent(&self, sent: usize, result: &Result<(), BinderError>) {
+        if let Some(output) = &self.output {
+            output.record(sent, result);
+        }
+    }
+
+    async fn after_failed_confirmation(self: &Arc<Self>, error: BinderError, message: Message, acker: Acknowledger, attempts: u32) -> Settlement {
+        if error.is_transient() {
+            self.requeue(acker, &format!("an output was not confirmed: {error}")).await;
+            Box::pin(std::future::ready(()))
+        } else {
+            self.give_up(message, acker, FunctionError::non_retryable(error), attempts).await
+        }
     }
 
     /// After the last attempt: send to the dead-letter destination, or drop.
@@ -211,12 +249,9 @@ impl InputBinding {
     }
 
     async fn ack(&self, acker: Acknowledger) {
-        let id = acker.id();
         match acker.ack().await {
             Ok(()) => self.counters.bump(Event::Acked),
-            Err(e) => {
-                warn!(binding = %self.plan.binding, id = %id, "ack failed; the broker will redeliver: {e}")
-            }
+            Err(e) => warn!(binding = %self.plan.binding, "ack failed; the broker will redeliver: {e}"),
         }
     }
 
@@ -280,6 +315,13 @@ pub(crate) async fn consume(
     if concurrency == 1 {
         let mut lane = Lane::new(binding.clone());
         loop {
+            if let Some(delivery) = consumer.try_recv() {
+                lane.handle(delivery).await;
+                if shutdown.is_cancelled() {
+                    break;
+                }
+                continue;
+            }
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
@@ -303,12 +345,15 @@ pub(crate) async fn consume(
         }
         let mut next = 0usize;
         loop {
-            let delivery = tokio::select! {
-                biased;
-                () = shutdown.cancelled() => break,
-                delivery = consumer.recv() => match delivery {
-                    Some(delivery) => delivery,
-                    None => break,
+            let delivery = match consumer.try_recv() {
+                Some(delivery) if !shutdown.is_cancelled() => delivery,
+                _ => tokio::select! {
+                    biased;
+                    () = shutdown.cancelled() => break,
+                    delivery = consumer.recv() => match delivery {
+                        Some(delivery) => delivery,
+                        None => break,
+                    },
                 },
             };
             let lane = match delivery.message().key() {

@@ -10,7 +10,8 @@ use bindery_core::config::OutputPlan;
 use bindery_core::error::{BinderError, FunctionError};
 use bindery_core::function::Outcome;
 use bindery_core::message::{Message, names};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
+use smallvec::SmallVec;
 
 use super::stats::{Counters, Event};
 
@@ -49,6 +50,12 @@ impl Output {
     /// The binding's name.
     pub(crate) fn binding(&self) -> &str {
         &self.plan.binding
+    }
+
+    /// Records the outcome of `sent` messages once their confirmations are in.
+    pub(crate) fn record(&self, sent: usize, result: &Result<(), BinderError>) {
+        let event = if result.is_ok() { Event::Sent } else { Event::Failed };
+        self.counters.add(event, sent as u64);
     }
 
     /// Sends what `outcome` holds, in order, adding each confirmation to
@@ -112,7 +119,7 @@ impl Output {
         }
         match self.producer.send(message).await {
             Ok(confirmation) => {
-                pending.push(confirmation, self.counters.clone());
+                pending.push(confirmation);
                 Ok(())
             }
             Err(error) => {
@@ -145,12 +152,12 @@ fn static_content_type(content_type: &str) -> Cow<'static, str> {
 /// Confirmations still to come for the outputs of one input message.
 #[derive(Default)]
 pub(crate) struct Pending {
-    confirmations: Vec<(Confirmation, Arc<Counters>)>,
+    confirmations: SmallVec<[Confirmation; 1]>,
 }
 
 impl Pending {
-    fn push(&mut self, confirmation: Confirmation, counters: Arc<Counters>) {
-        self.confirmations.push((confirmation, counters));
+    fn push(&mut self, confirmation: Confirmation) {
+        self.confirmations.push(confirmation);
     }
 
     /// Whether nothing was sent.
@@ -158,16 +165,31 @@ impl Pending {
         self.confirmations.is_empty()
     }
 
+    /// How many messages were sent.
+    pub(crate) fn len(&self) -> usize {
+        self.confirmations.len()
+    }
+
+    /// The outcome, if every confirmation is already in (always so on the
+    /// memory binder): saves boxing a settlement per message.
+    pub(crate) fn try_now(&mut self) -> Option<Result<(), BinderError>> {
+        let mut result = Ok(());
+        while let Some(confirmation) = self.confirmations.last_mut() {
+            let outcome = confirmation.now_or_never()?;
+            self.confirmations.pop();
+            if let (Ok(()), Err(error)) = (&result, outcome) {
+                result = Err(error);
+            }
+        }
+        Some(result)
+    }
+
     /// Waits for every confirmation; the first failure wins.
     pub(crate) async fn wait(self) -> Result<(), BinderError> {
         let mut first_error = None;
-        for (confirmation, counters) in self.confirmations {
-            match confirmation.await {
-                Ok(()) => counters.bump(Event::Sent),
-                Err(error) => {
-                    counters.bump(Event::Failed);
-                    first_error.get_or_insert(error);
-                }
+        for confirmation in self.confirmations {
+            if let Err(error) = confirmation.await {
+                first_error.get_or_insert(error);
             }
         }
         first_error.map_or(Ok(()), Err)

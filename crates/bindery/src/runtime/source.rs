@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use bindery_core::config::PollerSettings;
 use bindery_core::function::{Context, Function, Input, Outcome};
+use bindery_core::error::BinderError;
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -72,28 +74,28 @@ impl Source {
         while window.next().await.is_some() {}
     }
 
-    async fn publish(
-        &self,
-        outcome: Outcome,
-        window: &mut FuturesUnordered<futures::future::BoxFuture<'static, ()>>,
-    ) {
+    async fn publish(&self, outcome: Outcome, window: &mut FuturesUnordered<BoxFuture<'static, ()>>) {
         let mut pending = Pending::default();
-        match self.output.publish(outcome, None, &mut pending).await {
-            Ok(()) if pending.is_empty() => self.counters.bump(Event::Filtered),
-            Ok(()) => {
-                let name = self.output.binding().to_owned();
-                window.push(Box::pin(async move {
-                    if let Err(e) = pending.wait().await {
-                        warn!(binding = %name, "a source message was not confirmed: {e}");
-                    }
-                }));
-                while window.len() >= CONFIRM_WINDOW {
-                    window.next().await;
-                }
-            }
-            Err(e) => {
-                error!(binding = %self.output.binding(), "source message not sent: {}", e.chain_text());
-            }
+        if let Err(e) = self.output.publish(outcome, None, &mut pending).await {
+            error!(binding = %self.output.binding(), "source message not sent: {}", e.chain_text());
+            return;
+        }
+        if pending.is_empty() {
+            self.counters.bump(Event::Filtered);
+            return;
+        }
+        let sent = pending.len();
+        // Confirmed already (the memory binder): nothing to keep in flight.
+        if let Some(result) = pending.try_now() {
+            record_confirmation(&self.output, sent, result);
+            return;
+        }
+        let output = self.output.clone();
+        window.push(Box::pin(async move {
+            record_confirmation(&output, sent, pending.wait().await);
+        }));
+        while window.len() >= CONFIRM_WINDOW {
+            window.next().await;
         }
     }
 
@@ -106,5 +108,12 @@ impl Source {
             () = tokio::time::sleep(pause) => true,
             () = self.shutdown.cancelled() => false,
         }
+    }
+}
+
+fn record_confirmation(output: &Output, sent: usize, result: Result<(), BinderError>) {
+    output.record(sent, &result);
+    if let Err(e) = result {
+        warn!(binding = %output.binding(), "a source message was not confirmed: {e}");
     }
 }
