@@ -8,6 +8,7 @@
 //! cargo run --example quickstart
 //! cargo run --example quickstart -- --check                      # print the wiring
 //! cargo run --example quickstart -- --config examples/quickstart/rabbitmq.toml
+//! cargo run --example quickstart -- --config examples/quickstart/kafka.toml
 //! ```
 //!
 //! The code never names a broker: the same program runs on RabbitMQ or
@@ -24,25 +25,8 @@ use tokio::sync::Notify;
 /// How many orders the source emits.
 const ORDERS: u64 = 5;
 
-/// The wiring used when no `--config` is given.
-const BUILT_IN_CONFIG: &str = r#"
-[bindery]
-definition = "orders;price;print"
-
-[bindings.orders-out-0]
-destination = "orders"
-
-[bindings.price-in-0]
-destination = "orders"
-group = "pricing"
-
-[bindings.price-out-0]
-destination = "priced-orders"
-
-[bindings.print-in-0]
-destination = "priced-orders"
-group = "printing"
-"#;
+/// The wiring used when no `--config` is given: `memory.toml`.
+const BUILT_IN_CONFIG: &str = include_str!("memory.toml");
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Order {

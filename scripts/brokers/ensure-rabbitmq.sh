@@ -55,6 +55,7 @@ fi
 command -v curl >/dev/null 2>&1 || die "curl is needed to check the management API (apt-get install -y curl)"
 
 start_ts=$(date +%s)
+join_actions() { local IFS=';' s; s="${actions[*]}"; echo "${s//;/, }"; }
 deadline=$((start_ts + TIMEOUT))
 actions=()
 
@@ -73,10 +74,9 @@ ensure_config() {
     # rabbit@<hostname> depends on /etc/hosts), epmd and distribution on
     # loopback only. Only on a fresh setup: the package keeps an existing file.
     if [ ! -s "$ENV_CONF" ] || ! grep -Eq '^[[:space:]]*(export[[:space:]]+)?(RABBITMQ_)?NODENAME=' "$ENV_CONF"; then
-        {
-            echo "NODENAME=rabbit@localhost"
-            grep -q 'ERL_EPMD_ADDRESS' "$ENV_CONF" 2>/dev/null || echo "ERL_EPMD_ADDRESS=127.0.0.1"
-        } >>"$ENV_CONF"
+        local epmd=""
+        grep -q 'ERL_EPMD_ADDRESS' "$ENV_CONF" 2>/dev/null || epmd="ERL_EPMD_ADDRESS=127.0.0.1"
+        printf '%s\n' "NODENAME=rabbit@localhost" ${epmd:+"$epmd"} >>"$ENV_CONF"
     fi
 }
 
@@ -96,6 +96,7 @@ PATH="$PATH:/usr/sbin"
 # Node name and pid file exactly as Debian's rabbitmq-env computes them:
 # PID_FILE defaults to $MNESIA_BASE/$NODENAME.pid, MNESIA_BASE to
 # /var/lib/rabbitmq/mnesia, NODENAME to rabbit@<short hostname>.
+# shellcheck source=/dev/null
 read_env() { ( set +eu; [ -r "$ENV_CONF" ] && . "$ENV_CONF" >/dev/null 2>&1; eval "echo \"\${$1:-}\"" ); }
 NODENAME="${RABBITMQ_NODENAME:-$(read_env NODENAME)}"
 NODENAME="${NODENAME:-rabbit@$(hostname -s)}"
@@ -170,4 +171,4 @@ fi
 
 [ "${#actions[@]}" -gt 0 ] || actions+=("waited for it")
 took=$(( $(date +%s) - start_ts ))
-echo "$ME: $(IFS=','; echo "${actions[*]}" | sed 's/,/, /g'); up at $HOST:$PORT (management at $HOST:$MGMT_PORT) after ${took}s"
+echo "$ME: $(join_actions); up at $HOST:$PORT (management at $HOST:$MGMT_PORT) after ${took}s"

@@ -185,13 +185,15 @@ impl Binder for MemoryBinder {
         )
     }
 
-    async fn bind_dead_letter_producer(
-        &self,
-        spec: &ConsumerSpec,
-    ) -> Result<Arc<dyn Producer>, BinderError> {
+    async fn bind_dead_letter_producer(&self, spec: &ConsumerSpec) -> Result<Arc<dyn Producer>, BinderError> {
         self.require_group(spec, "a dead-letter destination")?;
-        Ok(Arc::new(QueueProducer {
-            queue: self.dead_letter_queue(spec),
+        // The dead-letter queue is bound to a destination of the same name,
+        // so apps may also subscribe to dead letters like any destination.
+        self.dead_letter_queue(spec);
+        let name = self.dead_letter_destination(spec);
+        Ok(Arc::new(DestinationProducer {
+            destination: self.broker.destination(&name),
+            name,
         }))
     }
 

@@ -315,11 +315,11 @@ pub(crate) async fn consume(
     if concurrency == 1 {
         let mut lane = Lane::new(binding.clone());
         loop {
+            if shutdown.is_cancelled() {
+                break;
+            }
             if let Some(delivery) = consumer.try_recv() {
                 lane.handle(delivery).await;
-                if shutdown.is_cancelled() {
-                    break;
-                }
                 continue;
             }
             tokio::select! {
