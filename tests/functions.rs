@@ -297,6 +297,30 @@ async fn a_source_is_polled_with_the_fixed_delay() {
     app.shutdown().await.unwrap();
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_function_taking_only_state_is_a_source() {
+    #[derive(Clone)]
+    struct Prefix(&'static str);
+    async fn greet(State(prefix): State<Prefix>) -> String {
+        format!("{} world", prefix.0)
+    }
+    let mut app = TestApp::builder()
+        .function("greet", greet)
+        .state(Prefix("hello"))
+        .config(
+            "[bindings.greet-out-0]\ndestination = \"greetings\"\ncontent-type = \"text/plain\"\n",
+        )
+        .start()
+        .await
+        .unwrap();
+    assert_eq!(app.app().wiring().functions[0].kind, FunctionKind::Source);
+    assert_eq!(
+        &app.receive("greetings").await.unwrap().payload()[..],
+        b"hello world"
+    );
+    app.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn a_source_returning_a_stream_sends_every_item_then_stops() {
     async fn numbers() -> impl Stream<Item = Order> {

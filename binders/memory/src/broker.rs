@@ -148,7 +148,7 @@ impl Destination {
             // The last queue takes the message itself, unless a full queue
             // still needs it; the others take a copy.
             let item = if last && full.is_empty() { kept.take().expect("kept") } else { original.clone() };
-            if let Err(item) = binding.queue.try_push(item) {
+            if let Some(item) = binding.queue.try_push(item) {
                 full.push(binding.queue.clone());
                 kept.get_or_insert(item);
             }
@@ -237,13 +237,13 @@ impl Queue {
 
     /// Appends `message` if there is room (a deleted queue swallows it);
     /// hands it back when the queue is full.
-    fn try_push(&self, message: Message) -> Result<(), Message> {
+    fn try_push(&self, message: Message) -> Option<Message> {
         let mut state = self.state.lock();
         if state.deleted {
-            return Ok(());
+            return None;
         }
         if self.capacity.is_some_and(|c| state.ready.len() >= c) {
-            return Err(message);
+            return Some(message);
         }
         let sequence = state.next_sequence;
         state.next_sequence += 1;
@@ -254,12 +254,12 @@ impl Queue {
         });
         drop(state);
         self.wake_consumers();
-        Ok(())
+        None
     }
 
     /// Appends `message`, waiting for room.
     pub(crate) async fn push(&self, message: Message) {
-        let Err(mut message) = self.try_push(message) else {
+        let Some(mut message) = self.try_push(message) else {
             return;
         };
         loop {
@@ -269,8 +269,8 @@ impl Queue {
             self.producers_waiting.fetch_add(1, Ordering::SeqCst);
             let _waiting = Waiting(&self.producers_waiting);
             match self.try_push(message) {
-                Ok(()) => return,
-                Err(back) => message = back,
+                None => return,
+                Some(back) => message = back,
             }
             writable.await;
         }

@@ -136,6 +136,11 @@ pub(super) mod markers {
     note = "arguments are the payload (a `T: Deserialize`, `String`, `Bytes`), `Message<T>`, or a message part: `Headers`, `Key`, `RoutingKey`, `Attempt`, `State<T>`, `Sender`"
 )]
 pub trait FromMessage<M>: Sized + Send + 'static {
+    /// Whether the argument comes from the inbound message. A function
+    /// none of whose arguments do (no argument, or only `State<T>` and
+    /// `Sender`) is a source.
+    const FROM_MESSAGE: bool = true;
+
     /// Extracts the argument.
     fn from_message(input: &Input<'_>) -> Result<Self, FunctionError>;
 }
@@ -143,11 +148,17 @@ pub trait FromMessage<M>: Sized + Send + 'static {
 /// A function argument taken from the parts of a message other than its
 /// payload. Implement it for your own extractors.
 pub trait FromMessageParts: Sized + Send + 'static {
+    /// Whether the argument comes from the inbound message rather than the
+    /// application context (see [`FromMessage::FROM_MESSAGE`]).
+    const FROM_MESSAGE: bool = true;
+
     /// Extracts the argument.
     fn from_parts(input: &Input<'_>) -> Result<Self, FunctionError>;
 }
 
 impl<T: FromMessageParts> FromMessage<markers::ViaParts> for T {
+    const FROM_MESSAGE: bool = T::FROM_MESSAGE;
+
     fn from_message(input: &Input<'_>) -> Result<Self, FunctionError> {
         T::from_parts(input)
     }
@@ -218,6 +229,8 @@ pub struct State<T>(pub T);
 pub struct MissingState(&'static str);
 
 impl<T: Clone + Send + Sync + 'static> FromMessageParts for State<T> {
+    const FROM_MESSAGE: bool = false;
+
     fn from_parts(input: &Input<'_>) -> Result<Self, FunctionError> {
         input
             .context()
@@ -234,6 +247,8 @@ impl<T: Clone + Send + Sync + 'static> FromMessageParts for State<T> {
 pub struct NoSender;
 
 impl FromMessageParts for Sender {
+    const FROM_MESSAGE: bool = false;
+
     fn from_parts(input: &Input<'_>) -> Result<Self, FunctionError> {
         input
             .context()

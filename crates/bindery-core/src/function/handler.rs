@@ -15,7 +15,9 @@ use crate::error::FunctionError;
 ///
 /// Implemented for `Fn(T1, .., Tn) -> impl Future<Output = O>` where every
 /// `Ti` is an extractor ([`FromMessage`]) and `O` an [`IntoOutcome`]. `M`
-/// only keeps the implementations apart.
+/// only keeps the implementations apart. A function none of whose
+/// arguments come from the message (none at all, or only `State<T>` and
+/// `Sender`) is a source.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a bindery function",
     label = "not an async fn with extractor arguments and a supported return type",
@@ -66,7 +68,10 @@ macro_rules! impl_handler {
             $($arg: FromMessage<$marker>, $marker: 'static,)+
         {
             fn kind(&self) -> FunctionKind {
-                if O::produces_output() {
+                let takes_messages = false $(|| <$arg as FromMessage<$marker>>::FROM_MESSAGE)+;
+                if !takes_messages {
+                    FunctionKind::Source
+                } else if O::produces_output() {
                     FunctionKind::Processor
                 } else {
                     FunctionKind::Sink

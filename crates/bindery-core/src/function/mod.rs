@@ -46,7 +46,8 @@ pub mod markers {
 /// What a function is, from its signature.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum FunctionKind {
-    /// No input: polled, or returns a stream.
+    /// No input (no argument taken from a message): polled, or returns a
+    /// stream.
     Source,
     /// One input and one output.
     Processor,

@@ -1,0 +1,52 @@
+//! `bindery-bench`: runs every benchmark scenario, prints the table and
+//! writes the figures as JSON.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// Benchmarks each bindery binder against its raw client, interleaved.
+#[derive(Debug, Parser)]
+struct Cli {
+    /// Interleaved rounds per pair.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Tiny counts: check that every scenario runs; figures mean nothing.
+    #[arg(long)]
+    smoke: bool,
+    /// Only scenarios whose name contains this (repeatable).
+    #[arg(long)]
+    only: Vec<String>,
+    /// Where to write the JSON report.
+    #[arg(long, default_value = "target/bench/report.json")]
+    json: PathBuf,
+    /// Internal: run one RSS measurement for this binder and print it.
+    #[arg(long, hide = true)]
+    rss_child: Option<String>,
+    /// Internal: the backlog of the RSS child.
+    #[arg(long, hide = true, default_value_t = 0)]
+    backlog: u64,
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let cli = Cli::parse();
+    if let Some(binder) = cli.rss_child {
+        println!("{}", bindery_bench::rss_child(&binder, cli.backlog).await);
+        return;
+    }
+    let options = bindery_bench::Options {
+        rounds: cli.rounds.max(1),
+        smoke: cli.smoke,
+        only: cli.only,
+        executable: std::env::current_exe().expect("own path"),
+    };
+    let report = bindery_bench::run(&options).await;
+    print!("{report}");
+    if let Some(dir) = cli.json.parent() {
+        std::fs::create_dir_all(dir).expect("JSON directory");
+    }
+    let json = serde_json::to_string_pretty(&report.to_json()).expect("JSON");
+    std::fs::write(&cli.json, json).expect("write the JSON report");
+    println!("JSON: {}", cli.json.display());
+}
