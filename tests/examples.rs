@@ -1,0 +1,246 @@
+//! Every example on every binder, run as a real process with the command
+//! the README gives, checking what it printed: counts, dead letters, final
+//! state, order per key. So no example can rot.
+//!
+//! Each run gets its own destinations through `EXAMPLE_SUFFIX`, so runs can
+//! go in parallel and again on brokers that keep old data.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use bindery_tests::process::{example_path, repository_root};
+
+/// The binders every example runs on, by configuration file name.
+#[derive(Clone, Copy, Debug)]
+enum Binder {
+    Memory,
+}
+
+impl Binder {
+    fn config(self) -> &'static str {
+        match self {
+            Binder::Memory => "memory.toml",
+        }
+    }
+}
+
+fn suffix() -> String {
+    format!("-{}", bindery_testkit::unique_name("ex").replace('.', "-"))
+}
+
+fn command(example: &str, binder: Binder, suffix: &str) -> Command {
+    let mut command = Command::new(example_path(example));
+    command
+        .args([
+            "--config",
+            &format!("examples/{example}/{}", binder.config()),
+        ])
+        .current_dir(repository_root())
+        .env_remove("BINDERY_CONFIG")
+        .env("EXAMPLE_SUFFIX", suffix)
+        .env("RUST_LOG", "warn");
+    command
+}
+
+/// Runs an example that exits by itself; returns its output.
+fn run(example: &str, binder: Binder) -> Output {
+    let mut child = command(example, binder, &suffix())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the example starts");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{example} on {binder:?} did not finish within 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().expect("output");
+    assert!(
+        output.status.success(),
+        "{example} on {binder:?} failed ({}):\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A long-running example whose stdout lines arrive on a channel.
+struct Service {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Service {
+    fn start(example: &str, binder: Binder, suffix: &str) -> Self {
+        let mut child = command(example, binder, suffix)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the example starts");
+        let stdout = child.stdout.take().expect("piped");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { child, lines }
+    }
+
+    /// The next `count` lines, waiting up to a minute.
+    fn lines(&self, count: usize) -> Vec<String> {
+        (0..count)
+            .map(|_| {
+                self.lines
+                    .recv_timeout(Duration::from_secs(60))
+                    .expect("a line within 60 s")
+            })
+            .collect()
+    }
+
+    /// Sends SIGTERM and expects a clean exit.
+    fn terminate(mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                assert!(status.success(), "exit after SIGTERM: {status}");
+                return;
+            }
+            assert!(Instant::now() < deadline, "no exit within 40 s of SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn check_quickstart(binder: Binder) {
+    let out = stdout(&run("quickstart", binder));
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("order ")).count(),
+        5,
+        "{out}"
+    );
+    assert!(out.contains("printed 5 orders"), "{out}");
+}
+
+fn check_work_queue(binder: Binder) {
+    let out = stdout(&run("work-queue", binder));
+    let count = |worker: &str| -> u64 {
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("{worker} worker did ")))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no count for the {worker} worker in:\n{out}"))
+    };
+    let (slow, fast) = (count("slow"), count("fast"));
+    assert_eq!(slow + fast, 40, "{out}");
+    assert!(
+        fast > slow,
+        "fair dispatch: the fast worker does most ({out})"
+    );
+}
+
+fn check_registration(binder: Binder) {
+    let out = stdout(&run("registration", binder));
+    assert!(out.contains("mail: 10 users, 0 duplicates"), "{out}");
+    assert!(out.contains("audit: 10 users, 0 duplicates"), "{out}");
+}
+
+fn check_product_sync(binder: Binder) {
+    let out = stdout(&run("product-sync", binder));
+    assert!(
+        out.contains("search index: 2:pear (ripe) v2, 4:fig (dried) v2"),
+        "{out}"
+    );
+    assert!(out.contains("pages: 2 v2, 4 v2"), "{out}");
+    assert!(
+        out.contains("search index agrees with the changes: true"),
+        "{out}"
+    );
+    assert!(out.contains("pages agree with the changes: true"), "{out}");
+}
+
+fn check_order_pipeline(binder: Binder) {
+    let out = stdout(&run("order-pipeline", binder));
+    assert!(
+        out.contains("customers: 6, orders booked: 108, rejected: 12, out of order: 0"),
+        "{out}"
+    );
+}
+
+fn check_redrive(binder: Binder) {
+    let out = stdout(&run("redrive", binder));
+    assert!(
+        out.contains("bug: 2 orders failed into the dead-letter destination"),
+        "{out}"
+    );
+    assert!(
+        out.contains("redrive: moved 2 dead letters back to billing"),
+        "{out}"
+    );
+    assert!(out.contains("invoiced 5 of 5 orders"), "{out}");
+}
+
+#[test]
+fn quickstart_on_memory() {
+    check_quickstart(Binder::Memory);
+}
+
+#[test]
+fn uppercase_on_memory() {
+    let service = Service::start("uppercase", Binder::Memory, &suffix());
+    let mut lines = service.lines(3);
+    lines.sort();
+    assert_eq!(
+        lines,
+        [
+            "dead letter: please fail now after 3 attempts: refusing to upper-case `please fail now`: it asks to fail",
+            "upper: BINDERY SPEAKS UP",
+            "upper: HELLO WORLD",
+        ]
+    );
+    service.terminate();
+}
+
+#[test]
+fn work_queue_on_memory() {
+    check_work_queue(Binder::Memory);
+}
+
+#[test]
+fn registration_on_memory() {
+    check_registration(Binder::Memory);
+}
+
+#[test]
+fn product_sync_on_memory() {
+    check_product_sync(Binder::Memory);
+}
+
+#[test]
+fn order_pipeline_on_memory() {
+    check_order_pipeline(Binder::Memory);
+}
+
+#[test]
+fn redrive_on_memory() {
+    check_redrive(Binder::Memory);
+}
