@@ -28,6 +28,9 @@ pub enum Error {
     /// The command line could not be read.
     #[error("{0}")]
     Usage(String),
+    /// A binding's task stopped unexpectedly (it panicked).
+    #[error("binding task failed: {0}")]
+    TaskFailed(String),
     /// Shutdown did not finish within `shutdown-timeout`.
     #[error("shutdown did not finish within {0:?}; unacknowledged messages will be redelivered")]
     ShutdownTimeout(std::time::Duration),

@@ -142,7 +142,7 @@ impl Runtime {
                 Some(Ok(Ok(()))) => continue,
                 Some(Ok(Err(error))) => return error,
                 Some(Err(join_error)) => {
-                    return Error::Usage(format!("a binding task panicked: {join_error}"));
+                    return Error::TaskFailed(join_error.to_string());
                 }
                 None => std::future::pending::<()>().await,
             }
@@ -156,8 +156,14 @@ impl Runtime {
         let mut first_error = None;
         let drained = tokio::time::timeout(timeout, async {
             while let Some(result) = self.tasks.join_next().await {
-                if let Ok(Err(error)) = result {
-                    first_error.get_or_insert(error);
+                match result {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => {
+                        first_error.get_or_insert(error);
+                    }
+                    Err(join_error) => {
+                        first_error.get_or_insert(Error::TaskFailed(join_error.to_string()));
+                    }
                 }
             }
         })
