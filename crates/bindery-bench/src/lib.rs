@@ -29,6 +29,8 @@ pub struct Options {
     pub only: Vec<String>,
     /// This benchmark's executable, for the RSS children.
     pub executable: PathBuf,
+    /// Messages per throughput run, instead of the default.
+    pub messages: Option<u64>,
 }
 
 impl Options {
@@ -66,7 +68,7 @@ pub async fn run(options: &Options) -> Report {
         scenarios: Vec::new(),
     };
     let rounds = options.rounds;
-    let throughput_messages = options.scale(1_000_000, 2_000);
+    let throughput_messages = options.messages.unwrap_or(options.scale(1_000_000, 2_000));
     for (name, payload, target, note) in [
         (
             "memory-bytes source>proc>sink",

@@ -17,6 +17,9 @@ struct Cli {
     /// Only scenarios whose name contains this (repeatable).
     #[arg(long)]
     only: Vec<String>,
+    /// Messages per throughput run (default 1,000,000; smoke 2,000).
+    #[arg(long)]
+    messages: Option<u64>,
     /// Where to write the JSON report.
     #[arg(long, default_value = "target/bench/report.json")]
     json: PathBuf,
@@ -40,6 +43,7 @@ async fn main() {
         smoke: cli.smoke,
         only: cli.only,
         executable: std::env::current_exe().expect("own path"),
+        messages: cli.messages,
     };
     let report = bindery_bench::run(&options).await;
     print!("{report}");

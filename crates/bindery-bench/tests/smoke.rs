@@ -8,6 +8,7 @@ async fn every_scenario_runs_and_reports_figures() {
         smoke: true,
         only: Vec::new(),
         executable: env!("CARGO_BIN_EXE_bindery-bench").into(),
+        messages: None,
     };
     let report = bindery_bench::run(&options).await;
     let names: Vec<&str> = report.scenarios.iter().map(|s| s.name.as_str()).collect();

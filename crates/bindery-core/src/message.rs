@@ -3,8 +3,9 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use std::sync::Arc;
+
 use bytes::Bytes;
-use smallvec::SmallVec;
 
 /// Names of the headers bindery reads and writes.
 ///
@@ -43,16 +44,18 @@ pub mod names {
     }
 }
 
+type Entry = (Cow<'static, str>, Cow<'static, str>);
+
 /// Message headers: an ordered list of text names and text values.
 ///
 /// Names are case-sensitive, as in Spring. Setting a name that is present
 /// replaces its value. Most messages carry a handful of headers, so a small
-/// vector beats a map; the first one lives inline, and names and values that
-/// are `'static` cost nothing to clone — a message with just `contentType`
-/// clones without allocating.
-#[derive(Clone, Default, PartialEq, Eq)]
+/// vector beats a map. The list is shared copy-on-write: cloning headers —
+/// which binders and the runtime do for every message — costs a reference
+/// count, and a change copies the list only if someone else holds it.
+#[derive(Clone, Default)]
 pub struct Headers {
-    entries: SmallVec<[(Cow<'static, str>, Cow<'static, str>); 1]>,
+    entries: Option<Arc<Vec<Entry>>>,
 }
 
 impl Headers {
@@ -61,9 +64,17 @@ impl Headers {
         Self::default()
     }
 
+    fn entries(&self) -> &[Entry] {
+        self.entries.as_deref().map_or(&[], Vec::as_slice)
+    }
+
+    fn entries_mut(&mut self) -> &mut Vec<Entry> {
+        Arc::make_mut(self.entries.get_or_insert_with(Default::default))
+    }
+
     /// The value of `name`, if present.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.entries
+        self.entries()
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_ref())
@@ -82,36 +93,40 @@ impl Headers {
     ) {
         let name = name.into();
         let value = value.into();
-        match self.entries.iter_mut().find(|(n, _)| *n == name) {
+        let entries = self.entries_mut();
+        match entries.iter_mut().find(|(n, _)| *n == name) {
             Some(entry) => entry.1 = value,
-            None => self.entries.push((name, value)),
+            None => entries.push((name, value)),
         }
     }
 
     /// Removes `name`, returning its value.
     pub fn remove(&mut self, name: &str) -> Option<Cow<'static, str>> {
-        let index = self.entries.iter().position(|(n, _)| n == name)?;
-        Some(self.entries.remove(index).1)
+        let index = self.entries().iter().position(|(n, _)| n == name)?;
+        Some(self.entries_mut().remove(index).1)
     }
 
     /// Keeps only the headers for which `keep` returns true.
     pub fn retain(&mut self, mut keep: impl FnMut(&str, &str) -> bool) {
-        self.entries.retain(|(n, v)| keep(n, v));
+        if self.entries().iter().all(|(n, v)| keep(n, v)) {
+            return;
+        }
+        self.entries_mut().retain(|(n, v)| keep(n, v));
     }
 
     /// Iterates over `(name, value)` pairs in insertion order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.entries.iter().map(|(n, v)| (n.as_ref(), v.as_ref()))
+        self.entries().iter().map(|(n, v)| (n.as_ref(), v.as_ref()))
     }
 
     /// Number of headers.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.entries().len()
     }
 
     /// Whether there are no headers.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.entries().is_empty()
     }
 
     /// The `contentType` header.
@@ -122,19 +137,28 @@ impl Headers {
     /// The headers an output inherits from its input: all but the
     /// transport ones ([`names::is_transport`]).
     pub fn inheritable(&self) -> Headers {
-        if self.entries.iter().all(|(n, _)| names::is_transport(n)) {
+        if self.entries().iter().all(|(n, _)| names::is_transport(n)) {
             return Headers::new();
         }
+        let kept = self
+            .entries()
+            .iter()
+            .filter(|(n, _)| !names::is_transport(n))
+            .cloned()
+            .collect();
         Headers {
-            entries: self
-                .entries
-                .iter()
-                .filter(|(n, _)| !names::is_transport(n))
-                .cloned()
-                .collect(),
+            entries: Some(Arc::new(kept)),
         }
     }
 }
+
+impl PartialEq for Headers {
+    fn eq(&self, other: &Self) -> bool {
+        self.entries() == other.entries()
+    }
+}
+
+impl Eq for Headers {}
 
 impl fmt::Debug for Headers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -188,11 +212,22 @@ pub struct DeliveryInfo {
 pub struct Message<T = Bytes> {
     payload: T,
     headers: Headers,
+    /// Key, routing key and delivery facts, boxed: many messages have none,
+    /// and a small message is cheap to move through the runtime.
+    extras: Option<Box<Extras>>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Extras {
     key: Option<Bytes>,
     routing_key: Option<String>,
-    /// Boxed: present only on messages handed to functions as `Message<T>`,
-    /// and it keeps every message that moves through a binder small.
-    delivery: Option<Box<DeliveryInfo>>,
+    delivery: Option<DeliveryInfo>,
+}
+
+impl Extras {
+    fn is_empty(&self) -> bool {
+        self.key.is_none() && self.routing_key.is_none() && self.delivery.is_none()
+    }
 }
 
 impl<T> Message<T> {
@@ -201,9 +236,22 @@ impl<T> Message<T> {
         Self {
             payload,
             headers: Headers::new(),
-            key: None,
-            routing_key: None,
-            delivery: None,
+            extras: None,
+        }
+    }
+
+    fn extras(&self) -> Option<&Extras> {
+        self.extras.as_deref()
+    }
+
+    fn extras_mut(&mut self) -> &mut Extras {
+        self.extras.get_or_insert_with(Default::default)
+    }
+
+    /// Drops the box when nothing is left in it.
+    fn tidy(&mut self) {
+        if self.extras.as_deref().is_some_and(Extras::is_empty) {
+            self.extras = None;
         }
     }
 
@@ -225,13 +273,13 @@ impl<T> Message<T> {
 
     /// Sets the key (Kafka's record key; the ordering key everywhere).
     pub fn with_key(mut self, key: impl Into<Bytes>) -> Self {
-        self.key = Some(key.into());
+        self.extras_mut().key = Some(key.into());
         self
     }
 
     /// Sets the routing key matched against `binding-routing-keys`.
     pub fn with_routing_key(mut self, routing_key: impl Into<String>) -> Self {
-        self.routing_key = Some(routing_key.into());
+        self.extras_mut().routing_key = Some(routing_key.into());
         self
     }
 
@@ -267,22 +315,28 @@ impl<T> Message<T> {
 
     /// The key, if any.
     pub fn key(&self) -> Option<&Bytes> {
-        self.key.as_ref()
+        self.extras()?.key.as_ref()
     }
 
     /// Sets or clears the key.
     pub fn set_key(&mut self, key: Option<Bytes>) {
-        self.key = key;
+        if key.is_some() || self.extras.is_some() {
+            self.extras_mut().key = key;
+            self.tidy();
+        }
     }
 
     /// The routing key, if any.
     pub fn routing_key(&self) -> Option<&str> {
-        self.routing_key.as_deref()
+        self.extras()?.routing_key.as_deref()
     }
 
     /// Sets or clears the routing key.
     pub fn set_routing_key(&mut self, routing_key: Option<String>) {
-        self.routing_key = routing_key;
+        if routing_key.is_some() || self.extras.is_some() {
+            self.extras_mut().routing_key = routing_key;
+            self.tidy();
+        }
     }
 
     /// The `contentType` header.
@@ -292,12 +346,12 @@ impl<T> Message<T> {
 
     /// Delivery facts (id, attempt) of an inbound message.
     pub fn delivery(&self) -> Option<&DeliveryInfo> {
-        self.delivery.as_deref()
+        self.extras()?.delivery.as_ref()
     }
 
     /// Attaches delivery facts; the runtime does this for inbound messages.
     pub fn with_delivery(mut self, delivery: DeliveryInfo) -> Self {
-        self.delivery = Some(Box::new(delivery));
+        self.extras_mut().delivery = Some(delivery);
         self
     }
 
@@ -306,9 +360,7 @@ impl<T> Message<T> {
         Message {
             payload: f(self.payload),
             headers: self.headers,
-            key: self.key,
-            routing_key: self.routing_key,
-            delivery: self.delivery,
+            extras: self.extras,
         }
     }
 
@@ -317,9 +369,7 @@ impl<T> Message<T> {
         Ok(Message {
             payload: f(self.payload)?,
             headers: self.headers,
-            key: self.key,
-            routing_key: self.routing_key,
-            delivery: self.delivery,
+            extras: self.extras,
         })
     }
 }
@@ -343,6 +393,26 @@ mod tests {
         assert_eq!(headers.iter().collect::<Vec<_>>(), [("a", "3"), ("b", "2")]);
         assert_eq!(headers.remove("a").as_deref(), Some("3"));
         assert_eq!(headers.len(), 1);
+    }
+
+    #[test]
+    fn clones_share_headers_until_one_changes() {
+        let mut first = Headers::new();
+        first.insert("a", "1");
+        let mut second = first.clone();
+        second.insert("b", "2");
+        assert_eq!(first.len(), 1, "the original is untouched");
+        assert_eq!(second.iter().collect::<Vec<_>>(), [("a", "1"), ("b", "2")]);
+    }
+
+    #[test]
+    fn clearing_key_and_routing_key_leaves_a_bare_message() {
+        let mut message = Message::new(Bytes::new())
+            .with_key("k")
+            .with_routing_key("r");
+        message.set_key(None);
+        message.set_routing_key(None);
+        assert_eq!(message, Message::new(Bytes::new()));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use bindery_core::codec::{Codec, DEFAULT_CONTENT_TYPE};
 use bindery_core::config::OutputPlan;
 use bindery_core::error::{BinderError, FunctionError};
 use bindery_core::function::Outcome;
-use bindery_core::message::{Message, names};
+use bindery_core::message::{Headers, Message, names};
 use futures::{FutureExt, StreamExt};
 use smallvec::SmallVec;
 
@@ -21,6 +21,9 @@ pub(crate) struct Output {
     producer: Arc<dyn Producer>,
     codec: Codec,
     content_type: Cow<'static, str>,
+    /// Just the `contentType` header, shared by every message that has no
+    /// other header (cloning it costs a reference count).
+    content_type_only: Headers,
     counters: Arc<Counters>,
 }
 
@@ -33,11 +36,14 @@ impl Output {
         // Validation checked the content type; JSON is only a fallback.
         let codec = Codec::for_content_type(&plan.content_type).unwrap_or(Codec::Json);
         let content_type = static_content_type(&plan.content_type);
+        let mut content_type_only = Headers::new();
+        content_type_only.insert(names::CONTENT_TYPE, content_type.clone());
         Self {
             plan,
             producer,
             codec,
             content_type,
+            content_type_only,
             counters,
         }
     }
@@ -54,7 +60,11 @@ impl Output {
 
     /// Records the outcome of `sent` messages once their confirmations are in.
     pub(crate) fn record(&self, sent: usize, result: &Result<(), BinderError>) {
-        let event = if result.is_ok() { Event::Sent } else { Event::Failed };
+        let event = if result.is_ok() {
+            Event::Sent
+        } else {
+            Event::Failed
+        };
         self.counters.add(event, sent as u64);
     }
 
@@ -96,7 +106,9 @@ impl Output {
     }
 
     async fn send(&self, mut message: Message, pending: &mut Pending) -> Result<(), FunctionError> {
-        if message.content_type().is_none() {
+        if message.headers().is_empty() {
+            *message.headers_mut() = self.content_type_only.clone();
+        } else if message.content_type().is_none() {
             message
                 .headers_mut()
                 .insert(names::CONTENT_TYPE, self.content_type.clone());
