@@ -1,0 +1,430 @@
+//! Consumers: a task per consumer owns its channel, re-subscribes when the
+//! channel, the connection or the consumer itself (a deleted queue) goes
+//! away, and hands deliveries over a channel, which makes
+//! [`Consumer::recv`] cancel-safe and lets it wait across reconnects.
+//!
+//! The broker sends at most `prefetch` unacknowledged messages
+//! (`basic.qos`), so the hand-over buffer never holds more. Dropping the
+//! consumer ends the task, which closes the channel: the broker requeues
+//! whatever was not acknowledged.
+//!
+//! A nack with requeue hands the delivery back in front of this consumer
+//! rather than to the broker: the message stays unacknowledged on its
+//! channel (so still counted by prefetch, and requeued by the broker if
+//! the consumer goes away) and is received again before anything newer,
+//! which keeps the order a broker-side requeue would break (the broker
+//! has usually pushed later messages already).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bindery_core::binder::{Consumer, Delivery, DeliveryHandle};
+use bindery_core::error::BinderError;
+use bindery_core::message::{Headers, Message};
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+};
+use lapin::types::{FieldTable, ShortString};
+use lapin::{Acker, Channel};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{error, info, warn};
+
+use crate::connection::{Connector, Patience, unless_lost};
+use crate::error::{RabbitError, Result};
+use crate::mapping;
+use crate::topology::{Topology, short};
+
+/// Dead-letter header: the exchange a message was consumed from.
+pub const ORIGINAL_EXCHANGE: &str = "x-original-exchange";
+/// Dead-letter header: the routing key a message was consumed with.
+pub const ORIGINAL_ROUTING_KEY: &str = "x-original-routingKey";
+
+/// What a consumer subscribes to, kept to subscribe again.
+pub(crate) struct Subscription {
+    pub(crate) binding: String,
+    pub(crate) connector: Arc<Connector>,
+    pub(crate) topology: Topology,
+    pub(crate) queue: Arc<str>,
+    pub(crate) prefetch: u16,
+    /// Pause between failed subscriptions while the connection is up.
+    pub(crate) retry_pause: Duration,
+}
+
+/// A live subscription: its channel and lapin's consumer.
+struct Session {
+    channel: Channel,
+    consumer: lapin::Consumer,
+}
+
+impl Subscription {
+    async fn open(&self, patience: Patience) -> Result<Session> {
+        let connection = self.connector.live(patience).await?;
+        let channel = unless_lost(
+            || connection.status().connected(),
+            connection.create_channel(),
+        )
+        .await
+        .map_err(|e| RabbitError::channel("opening a channel", e))?;
+        let open = || channel.status().connected();
+        unless_lost(
+            open,
+            channel.basic_qos(self.prefetch, BasicQosOptions::default()),
+        )
+        .await
+        .map_err(|e| RabbitError::channel("setting the prefetch (basic.qos)", e))?;
+        self.consume_on(channel).await
+    }
+
+    /// Declares the topology and consumes on `channel`.
+    async fn consume_on(&self, channel: Channel) -> Result<Session> {
+        self.topology.declare(&channel).await?;
+        let consuming = channel.basic_consume(
+            short("queue", &self.queue)?,
+            consumer_tag(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        );
+        let consumer = unless_lost(|| channel.status().connected(), consuming)
+            .await
+            .map_err(|e| {
+                RabbitError::channel(format!("consuming from queue `{}`", self.queue), e)
+            })?;
+        Ok(Session { channel, consumer })
+    }
+
+    fn incoming(
+        &self,
+        delivery: lapin::message::Delivery,
+        requeue: &mpsc::UnboundedSender<Incoming>,
+    ) -> Incoming {
+        let message = mapping::incoming(delivery.data, &delivery.properties, &delivery.routing_key);
+        let handle = RabbitDelivery {
+            acker: delivery.acker,
+            queue: self.queue.clone(),
+            tag: delivery.delivery_tag,
+            redelivered: delivery.redelivered,
+            exchange: delivery.exchange,
+            routing_key: delivery.routing_key,
+            requeue: Some((message.clone(), requeue.clone())),
+        };
+        Incoming { message, handle }
+    }
+}
+
+/// A unique consumer tag, so the channel can cancel exactly this one.
+fn consumer_tag() -> ShortString {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    format!(
+        "bindery-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+    .into()
+}
+
+/// A delivery on its way to [`Consumer::recv`].
+struct Incoming {
+    message: Message,
+    handle: RabbitDelivery,
+}
+
+enum Control {
+    Cancel(oneshot::Sender<()>),
+}
+
+/// A consumer of the RabbitMQ binder.
+pub(crate) struct RabbitConsumer {
+    deliveries: mpsc::Receiver<Incoming>,
+    redeliveries: mpsc::UnboundedReceiver<Incoming>,
+    control: mpsc::Sender<Control>,
+    cancelled: bool,
+    dropped: Arc<AtomicBool>,
+}
+
+impl RabbitConsumer {
+    /// Subscribes now (one attempt, so binding errors surface), then keeps
+    /// the subscription alive in a task.
+    pub(crate) async fn start(subscription: Subscription) -> Result<(Self, ConsumerTask)> {
+        let session = subscription.open(Patience::Once).await?;
+        let buffer = usize::from(subscription.prefetch.max(1));
+        let (deliveries_tx, deliveries) = mpsc::channel(buffer);
+        let (redeliveries_tx, redeliveries) = mpsc::unbounded_channel();
+        let (control, control_rx) = mpsc::channel(1);
+        let task = tokio::spawn(run(
+            Arc::new(subscription),
+            session,
+            deliveries_tx,
+            redeliveries_tx,
+            control_rx,
+        ));
+        let dropped = Arc::new(AtomicBool::new(false));
+        let consumer = Self {
+            deliveries,
+            redeliveries,
+            control,
+            cancelled: false,
+            dropped: dropped.clone(),
+        };
+        Ok((consumer, ConsumerTask { task, dropped }))
+    }
+}
+
+impl Drop for RabbitConsumer {
+    fn drop(&mut self) {
+        self.dropped.store(true, Ordering::Release);
+    }
+}
+
+/// A consumer's task, as the binder sees it: at shutdown it waits for the
+/// tasks of dropped consumers to close their channels before it closes
+/// the connection (lapin logs an error for a connection closed under a
+/// closing channel).
+#[derive(Debug)]
+pub(crate) struct ConsumerTask {
+    task: tokio::task::JoinHandle<()>,
+    dropped: Arc<AtomicBool>,
+}
+
+impl ConsumerTask {
+    /// Whether the task is over.
+    pub(crate) fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// Whether its consumer was dropped, so the task is ending.
+    pub(crate) fn is_ending(&self) -> bool {
+        self.dropped.load(Ordering::Acquire)
+    }
+
+    /// Waits for the task to end.
+    pub(crate) async fn join(self) {
+        let _ = self.task.await;
+    }
+}
+
+#[async_trait]
+impl Consumer for RabbitConsumer {
+    async fn recv(&mut self) -> Option<Delivery> {
+        loop {
+            if self.cancelled {
+                return None;
+            }
+            // Both receives are cancel-safe, so this is too.
+            let incoming = tokio::select! {
+                biased;
+                Some(incoming) = self.redeliveries.recv() => incoming,
+                incoming = self.deliveries.recv() => incoming?,
+            };
+            // Its channel died on the way here: acknowledging it would
+            // fail, and the broker redelivers it anyway.
+            if incoming.handle.acker.poisoned() {
+                continue;
+            }
+            return Some(Delivery::new(incoming.message, Box::new(incoming.handle)));
+        }
+    }
+
+    async fn cancel(&mut self) -> Result<(), BinderError> {
+        if std::mem::replace(&mut self.cancelled, true) {
+            return Ok(());
+        }
+        let (done, cancelled) = oneshot::channel();
+        if self.control.send(Control::Cancel(done)).await.is_ok() {
+            let _ = cancelled.await;
+        }
+        Ok(())
+    }
+}
+
+/// Keeps a subscription alive until the consumer is dropped.
+async fn run(
+    subscription: Arc<Subscription>,
+    session: Session,
+    deliveries: mpsc::Sender<Incoming>,
+    redeliveries: mpsc::UnboundedSender<Incoming>,
+    mut control: mpsc::Receiver<Control>,
+) {
+    let queue = subscription.queue.clone();
+    let binding = &subscription.binding;
+    let mut session = Some(session);
+    // lapin may miss telling a consumer that its connection died (see
+    // `unless_lost`); a look now and then catches that.
+    let mut check = tokio::time::interval(Duration::from_secs(1));
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let Some(current) = session.as_mut() else {
+            let opened = tokio::select! {
+                () = deliveries.closed() => return,
+                Some(Control::Cancel(done)) = control.recv() => {
+                    // Nothing consumes while disconnected.
+                    let _ = done.send(());
+                    deliveries.closed().await;
+                    return;
+                }
+                opened = subscription.open(Patience::Forever) => opened,
+            };
+            match opened {
+                Ok(opened) => {
+                    info!(binding = %binding, queue = %queue, "consuming again");
+                    session = Some(opened);
+                }
+                Err(error) => {
+                    error!(binding = %binding, queue = %queue, "cannot consume, trying again in {:?}: {error}", subscription.retry_pause);
+                    tokio::select! {
+                        () = deliveries.closed() => return,
+                        () = tokio::time::sleep(subscription.retry_pause) => {}
+                    }
+                }
+            }
+            continue;
+        };
+        tokio::select! {
+            biased;
+            () = deliveries.closed() => break,
+            command = control.recv() => {
+                if let Some(Control::Cancel(done)) = command {
+                    let tag = current.consumer.tag();
+                    let channel = &current.channel;
+                    let cancelling = channel.basic_cancel(tag, BasicCancelOptions::default());
+                    if let Err(error) = unless_lost(|| channel.status().connected(), cancelling).await {
+                        warn!(binding = %binding, queue = %queue, "basic.cancel failed: {error}");
+                    }
+                    let _ = done.send(());
+                }
+                // Deliveries handed out stay acknowledgeable until the
+                // consumer is dropped.
+                deliveries.closed().await;
+                break;
+            }
+            _ = check.tick() => {
+                if !current.channel.status().connected() {
+                    warn!(binding = %binding, queue = %queue, "the consumer's channel is no longer open, subscribing again");
+                    session = None;
+                }
+            }
+            next = current.consumer.next() => match next {
+                Some(Ok(delivery)) => {
+                    let incoming = subscription.incoming(delivery, &redeliveries);
+                    if deliveries.send(incoming).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Err(error)) => {
+                    warn!(binding = %binding, queue = %queue, "the consumer's channel was lost, subscribing again: {error}");
+                    session = None;
+                }
+                None => {
+                    // Keep the channel if it still works: deliveries
+                    // handed out on it stay acknowledgeable.
+                    let old = session.take().expect("matched above");
+                    if !old.channel.status().connected() {
+                        warn!(binding = %binding, queue = %queue, "the consumer's channel was closed, subscribing again");
+                    } else {
+                        warn!(binding = %binding, queue = %queue, "the broker cancelled the consumer (queue deleted?); declaring and subscribing again");
+                        match subscription.consume_on(old.channel.clone()).await {
+                            Ok(again) => session = Some(again),
+                            Err(error) => warn!(binding = %binding, queue = %queue, "subscribing on the same channel failed: {error}"),
+                        }
+                    }
+                }
+            },
+        }
+    }
+    if let Some(session) = session {
+        // Closing hands every unacknowledged delivery back to the queue.
+        let closing = session.channel.close(200, "consumer dropped".into());
+        let _ = tokio::time::timeout(Duration::from_secs(5), closing).await;
+    }
+}
+
+/// Settles one delivery through lapin's acker.
+struct RabbitDelivery {
+    acker: Acker,
+    queue: Arc<str>,
+    tag: u64,
+    redelivered: bool,
+    exchange: ShortString,
+    routing_key: ShortString,
+    /// The message and the way back to the consumer, for a nack with
+    /// requeue.
+    requeue: Option<(Message, mpsc::UnboundedSender<Incoming>)>,
+}
+
+impl RabbitDelivery {
+    fn gone(&self) -> BinderError {
+        RabbitError::ChannelGone { id: self.id() }.into()
+    }
+
+    fn settled(&self, done: lapin::Result<bool>, action: &str) -> Result<(), BinderError> {
+        match done {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(self.gone()),
+            Err(error) => Err(RabbitError::channel(
+                format!("{action} of delivery {}", self.id()),
+                error,
+            )
+            .into()),
+        }
+    }
+}
+
+impl DeliveryHandle for RabbitDelivery {
+    fn ack(self: Box<Self>) -> BoxFuture<'static, Result<(), BinderError>> {
+        Box::pin(async move {
+            // lapin completes an ack whose command never runs (channel
+            // gone), so no guard is needed here.
+            let done = self.acker.ack(BasicAckOptions::default()).await;
+            self.settled(done, "ack")
+        })
+    }
+
+    fn nack(mut self: Box<Self>, requeue: bool) -> BoxFuture<'static, Result<(), BinderError>> {
+        Box::pin(async move {
+            if requeue && self.acker.usable() {
+                if let Some((message, consumer)) = self.requeue.take() {
+                    let handle = RabbitDelivery {
+                        acker: self.acker.clone(),
+                        queue: self.queue.clone(),
+                        tag: self.tag,
+                        redelivered: true,
+                        exchange: self.exchange.clone(),
+                        routing_key: self.routing_key.clone(),
+                        requeue: Some((message.clone(), consumer.clone())),
+                    };
+                    if consumer.send(Incoming { message, handle }).is_ok() {
+                        return Ok(());
+                    }
+                }
+            }
+            let options = BasicNackOptions {
+                multiple: false,
+                requeue,
+            };
+            let done = self.acker.nack(options).await;
+            self.settled(done, "nack")
+        })
+    }
+
+    fn id(&self) -> String {
+        format!("{}#{}", self.queue, self.tag)
+    }
+
+    fn redelivered(&self) -> bool {
+        self.redelivered
+    }
+
+    fn dead_letter_headers(&self, headers: &mut Headers) {
+        // A redriven message comes through the default exchange (""); it
+        // keeps the exchange it first came from.
+        if !self.exchange.as_str().is_empty() || !headers.contains(ORIGINAL_EXCHANGE) {
+            headers.insert(ORIGINAL_EXCHANGE, self.exchange.as_str().to_owned());
+        }
+        if !self.exchange.as_str().is_empty() || !headers.contains(ORIGINAL_ROUTING_KEY) {
+            headers.insert(ORIGINAL_ROUTING_KEY, self.routing_key.as_str().to_owned());
+        }
+    }
+}

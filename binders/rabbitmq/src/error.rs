@@ -1,0 +1,217 @@
+//! The binder's errors. lapin's errors stay their source; each variant
+//! knows whether it is transient, which is what the runtime decides on.
+
+use bindery_core::error::{BinderError, BinderErrorKind};
+use lapin::ErrorKind;
+use lapin::protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError};
+
+/// Result alias of this crate.
+pub type Result<T, E = RabbitError> = std::result::Result<T, E>;
+
+/// What went wrong talking to RabbitMQ.
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RabbitError {
+    /// No connection could be made (the URI is shown without password).
+    #[error("cannot connect to {uri}: {detail}")]
+    Connect {
+        /// The redacted URI.
+        uri: String,
+        /// The client's explanation, with any password masked.
+        detail: String,
+        /// lapin's error.
+        #[source]
+        source: Box<lapin::Error>,
+    },
+    /// A connection attempt took longer than `connect-timeout`.
+    #[error("cannot connect to {uri}: no answer within {timeout:?}")]
+    ConnectTimeout {
+        /// The redacted URI.
+        uri: String,
+        /// The `connect-timeout` setting.
+        timeout: std::time::Duration,
+    },
+    /// No connection yet, and no attempt to tell why.
+    #[error("connection `{connection}` is not established yet")]
+    NotConnected {
+        /// The connection's name.
+        connection: String,
+    },
+    /// An operation on a channel failed.
+    #[error("{action}: {source}")]
+    Channel {
+        /// What was being done.
+        action: String,
+        /// lapin's error.
+        #[source]
+        source: Box<lapin::Error>,
+    },
+    /// A name is longer than AMQP's limit of 255 bytes.
+    #[error("{what} `{name}` is longer than AMQP's limit of 255 bytes")]
+    NameTooLong {
+        /// Exchange, queue, routing key, header name.
+        what: &'static str,
+        /// The name.
+        name: String,
+    },
+    /// The broker returned a `mandatory` message: no queue is bound for it.
+    #[error(
+        "no queue is bound to exchange `{exchange}` for routing key `{routing_key}` ({code} {text})"
+    )]
+    Returned {
+        /// The exchange it was published to.
+        exchange: String,
+        /// Its routing key.
+        routing_key: String,
+        /// The broker's reply code (312 NO_ROUTE).
+        code: u16,
+        /// The broker's reply text.
+        text: String,
+    },
+    /// The broker refused the message (a negative publisher confirm).
+    #[error("the broker refused the message published to exchange `{exchange}` (basic.nack)")]
+    Nacked {
+        /// The exchange it was published to.
+        exchange: String,
+    },
+    /// No confirm came within `confirm-timeout`, across reconnections.
+    #[error("no publisher confirm within {timeout:?} for a message to exchange `{exchange}`{}", last_error.as_deref().map(|e| format!(" (last error: {e})")).unwrap_or_default())]
+    ConfirmTimeout {
+        /// The exchange it was published to.
+        exchange: String,
+        /// The `confirm-timeout` setting.
+        timeout: std::time::Duration,
+        /// Why the last attempt failed, if it did.
+        last_error: Option<String>,
+    },
+    /// The delivery's channel is gone, so it cannot be settled; the broker
+    /// redelivers it.
+    #[error("delivery {id} cannot be settled: its channel is closed; the broker will redeliver it")]
+    ChannelGone {
+        /// The delivery's identity.
+        id: String,
+    },
+    /// Options of the binding cannot be read.
+    #[error("binding `{binding}`: {detail}")]
+    Options {
+        /// The binding.
+        binding: String,
+        /// What is wrong.
+        detail: String,
+    },
+}
+
+impl RabbitError {
+    /// A failed channel operation.
+    pub(crate) fn channel(action: impl Into<String>, source: lapin::Error) -> Self {
+        Self::Channel {
+            action: action.into(),
+            source: Box::new(source),
+        }
+    }
+
+    /// The kind the runtime decides on.
+    pub fn kind(&self) -> BinderErrorKind {
+        match self {
+            Self::Connect { source, .. } if !is_transient(source) => BinderErrorKind::Provisioning,
+            Self::Connect { .. } => BinderErrorKind::Connection,
+            Self::ConnectTimeout { .. } | Self::ConfirmTimeout { .. } => BinderErrorKind::Timeout,
+            Self::NotConnected { .. } => BinderErrorKind::Connection,
+            Self::ChannelGone { .. } => BinderErrorKind::Closed,
+            Self::Channel { source, .. } if is_transient(source) => BinderErrorKind::Connection,
+            Self::Channel { .. } => BinderErrorKind::Provisioning,
+            Self::NameTooLong { .. } | Self::Options { .. } => BinderErrorKind::InvalidOptions,
+            Self::Returned { .. } => BinderErrorKind::Unroutable,
+            Self::Nacked { .. } => BinderErrorKind::Rejected,
+        }
+    }
+
+    /// Whether retrying later may succeed without any change.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self.kind(),
+            BinderErrorKind::Connection | BinderErrorKind::Timeout | BinderErrorKind::Closed
+        )
+    }
+}
+
+impl From<RabbitError> for BinderError {
+    fn from(error: RabbitError) -> Self {
+        BinderError::new(error.kind(), error.to_string()).with_source(error)
+    }
+}
+
+/// Whether a lapin error comes from a lost connection or channel (try
+/// again on a new one) rather than from what was asked (a queue declared
+/// with other arguments, access refused).
+pub(crate) fn is_transient(error: &lapin::Error) -> bool {
+    match error.kind() {
+        ErrorKind::ProtocolError(amqp) => match amqp.kind() {
+            AMQPErrorKind::Hard(hard) => matches!(
+                hard,
+                AMQPHardError::CONNECTIONFORCED
+                    | AMQPHardError::FRAMEERROR
+                    | AMQPHardError::UNEXPECTEDFRAME
+                    | AMQPHardError::RESOURCEERROR
+                    | AMQPHardError::CHANNELERROR
+                    | AMQPHardError::INTERNALERROR
+            ),
+            // An exclusive queue may still belong to the connection that
+            // just died; it goes with it.
+            AMQPErrorKind::Soft(soft) => matches!(soft, AMQPSoftError::RESOURCELOCKED),
+        },
+        ErrorKind::ChannelsLimitReached
+        | ErrorKind::InvalidProtocolVersion(_)
+        | ErrorKind::AuthProviderError(_)
+        | ErrorKind::NoDefaultRuntime => false,
+        _ => true,
+    }
+}
+
+/// Whether a lapin error is the broker refusing a declaration because the
+/// entity exists with other arguments or type.
+pub(crate) fn is_precondition_failed(error: &lapin::Error) -> bool {
+    matches!(error.kind(), ErrorKind::ProtocolError(amqp)
+        if matches!(amqp.kind(), AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_follow_the_runtime_contract() {
+        let returned = RabbitError::Returned {
+            exchange: "orders".into(),
+            routing_key: "x".into(),
+            code: 312,
+            text: "NO_ROUTE".into(),
+        };
+        assert_eq!(returned.kind(), BinderErrorKind::Unroutable);
+        assert!(!returned.is_transient());
+        let timeout = RabbitError::ConfirmTimeout {
+            exchange: "orders".into(),
+            timeout: std::time::Duration::from_secs(1),
+            last_error: Some("connection reset".into()),
+        };
+        assert!(timeout.is_transient());
+        assert!(timeout.to_string().contains("last error: connection reset"));
+        let binder: BinderError = RabbitError::ChannelGone { id: "q#1".into() }.into();
+        assert!(binder.is_transient());
+        assert!(
+            std::error::Error::source(&binder).is_some(),
+            "the cause is kept"
+        );
+    }
+
+    #[test]
+    fn io_errors_are_transient() {
+        let io: lapin::Error =
+            std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused").into();
+        assert!(is_transient(&io));
+        assert_eq!(
+            RabbitError::channel("publish", io).kind(),
+            BinderErrorKind::Connection
+        );
+    }
+}
