@@ -16,12 +16,16 @@ use bindery_tests::process::{example_path, repository_root};
 #[derive(Clone, Copy, Debug)]
 enum Binder {
     Memory,
+    #[cfg(feature = "rabbitmq")]
+    RabbitMq,
 }
 
 impl Binder {
     fn config(self) -> &'static str {
         match self {
             Binder::Memory => "memory.toml",
+            #[cfg(feature = "rabbitmq")]
+            Binder::RabbitMq => "rabbitmq.toml",
         }
     }
 }
@@ -41,6 +45,8 @@ fn command(example: &str, binder: Binder, suffix: &str) -> Command {
         .env_remove("BINDERY_CONFIG")
         .env("EXAMPLE_SUFFIX", suffix)
         .env("RUST_LOG", "warn");
+    #[cfg(feature = "rabbitmq")]
+    command.env("RABBITMQ_URI", bindery_tests::rabbitmq::uri());
     command
 }
 
@@ -243,4 +249,156 @@ fn order_pipeline_on_memory() {
 #[test]
 fn redrive_on_memory() {
     check_redrive(Binder::Memory);
+}
+
+/// The examples on RabbitMQ, and `uppercase` driven by a plain AMQP client.
+#[cfg(feature = "rabbitmq")]
+mod rabbitmq {
+    use std::time::{Duration, Instant};
+
+    use bindery::rabbitmq::lapin::options::{
+        BasicGetOptions, BasicPublishOptions, QueueBindOptions, QueueDeclareOptions,
+    };
+    use bindery::rabbitmq::lapin::types::{AMQPValue, FieldTable};
+    use bindery::rabbitmq::lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+    use bindery_tests::rabbitmq::{START_HINT, encode, management_has, uri};
+
+    use super::*;
+
+    #[test]
+    fn quickstart_on_rabbitmq() {
+        check_quickstart(Binder::RabbitMq);
+    }
+
+    #[test]
+    fn work_queue_on_rabbitmq() {
+        check_work_queue(Binder::RabbitMq);
+    }
+
+    #[test]
+    fn registration_on_rabbitmq() {
+        check_registration(Binder::RabbitMq);
+    }
+
+    #[test]
+    fn product_sync_on_rabbitmq() {
+        check_product_sync(Binder::RabbitMq);
+    }
+
+    #[test]
+    fn order_pipeline_on_rabbitmq() {
+        check_order_pipeline(Binder::RabbitMq);
+    }
+
+    #[test]
+    fn redrive_on_rabbitmq() {
+        check_redrive(Binder::RabbitMq);
+    }
+
+    async fn channel() -> Channel {
+        let connection = Connection::connect(&uri(), ConnectionProperties::default())
+            .await
+            .unwrap_or_else(|e| panic!("RabbitMQ does not answer: {e}; {START_HINT}"));
+        connection.create_channel().await.expect("a channel")
+    }
+
+    /// The next message on `queue`, polling with basic.get for 30 s.
+    async fn get(
+        channel: &Channel,
+        queue: &str,
+    ) -> bindery::rabbitmq::lapin::message::BasicGetMessage {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let got = channel
+                .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+                .await
+                .expect("basic.get");
+            if let Some(message) = got {
+                return message;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nothing arrived in queue `{queue}`"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Publishes like any AMQP client would: no bindery headers.
+    async fn publish(channel: &Channel, exchange: &str, text: &str) {
+        channel
+            .basic_publish(
+                exchange.into(),
+                "any.key".into(),
+                BasicPublishOptions::default(),
+                text.as_bytes(),
+                BasicProperties::default(),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("confirm");
+    }
+
+    #[tokio::test]
+    async fn uppercase_on_rabbitmq_serves_any_amqp_client() {
+        let suffix = suffix();
+        let (words, upper_words) = (format!("words{suffix}"), format!("upper-words{suffix}"));
+        let service = Service::start("uppercase", Binder::RabbitMq, &suffix);
+        let group_queue = format!("queues/%2f/{}", encode(&format!("{words}.upper")));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !management_has(&group_queue) {
+            assert!(
+                Instant::now() < deadline,
+                "uppercase did not declare {words}.upper"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let channel = channel().await;
+        let probe = format!("probe{suffix}");
+        channel
+            .queue_declare(
+                probe.as_str().into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("probe queue");
+        channel
+            .queue_bind(
+                probe.as_str().into(),
+                upper_words.as_str().into(),
+                "#".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("bind the probe to upper-words (declared by the running service)");
+
+        publish(&channel, &words, "hello from any client").await;
+        let upper = get(&channel, &probe).await;
+        assert_eq!(upper.delivery.data, b"HELLO FROM ANY CLIENT");
+
+        publish(&channel, &words, "please fail now").await;
+        let dead = get(&channel, &format!("{words}.upper.dlq")).await;
+        assert_eq!(dead.delivery.data, b"please fail now");
+        let headers = dead
+            .delivery
+            .properties
+            .headers()
+            .clone()
+            .expect("dead-letter headers");
+        let reason = headers
+            .inner()
+            .get("x-exception-message")
+            .expect("x-exception-message");
+        let AMQPValue::LongString(reason) = reason else {
+            panic!("x-exception-message is {reason:?}")
+        };
+        assert!(reason.to_string().contains("asks to fail"), "{reason}");
+        service.terminate();
+    }
 }
