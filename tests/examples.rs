@@ -401,4 +401,64 @@ mod rabbitmq {
         assert!(reason.to_string().contains("asks to fail"), "{reason}");
         service.terminate();
     }
+
+    #[tokio::test]
+    async fn the_redrive_command_moves_dead_letters_back_to_the_group() {
+        let suffix = suffix();
+        let words = format!("words{suffix}");
+        let service = Service::start("uppercase", Binder::RabbitMq, &suffix);
+        let group_queue = format!("queues/%2f/{}", encode(&format!("{words}.upper")));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !management_has(&group_queue) {
+            assert!(
+                Instant::now() < deadline,
+                "uppercase did not declare {words}.upper"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let channel = channel().await;
+        publish(&channel, &words, "please fail twice").await;
+        let dlq = format!("queues/%2f/{}", encode(&format!("{words}.upper.dlq")));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while bindery_tests::rabbitmq::management(&dlq)["messages"].as_u64() != Some(1) {
+            assert!(
+                Instant::now() < deadline,
+                "the failing text did not reach the dead-letter queue"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        service.terminate();
+
+        let output = command("uppercase", Binder::RabbitMq, &suffix)
+            .args(["--redrive", "uppercase-in-0"])
+            .output()
+            .expect("the redrive command runs");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            stdout.contains("redrive: moved 1 dead letter(s) of `uppercase-in-0`"),
+            "{stdout}"
+        );
+
+        let redriven = get(&channel, &format!("{words}.upper")).await;
+        assert_eq!(redriven.delivery.data, b"please fail twice");
+        let headers = redriven
+            .delivery
+            .properties
+            .headers()
+            .clone()
+            .unwrap_or_default();
+        assert!(
+            !headers.inner().contains_key("x-exception-message"),
+            "exception headers removed"
+        );
+        assert!(
+            !headers.inner().contains_key("x-delivery-attempts"),
+            "attempt count reset"
+        );
+    }
 }
