@@ -75,7 +75,8 @@ pub trait Binder: Send + Sync + fmt::Debug + 'static {
         Health::Up
     }
 
-    /// Flushes producers and closes connections.
+    /// Flushes producers and closes connections. Not final: a binder
+    /// shared by several apps may be used again and then reconnects.
     async fn shutdown(&self) -> Result<(), BinderError> {
         Ok(())
     }
