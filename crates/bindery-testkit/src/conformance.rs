@@ -126,7 +126,7 @@ async fn destination_with_groups(
 ) -> (String, Arc<dyn Producer>) {
     let destination = unique_name(case);
     let spec = ProducerSpec::new(format!("{case}-out"), &destination)
-        .required_groups(groups.iter().copied());
+        .required_groups(groups.iter().map(|g| case_group(&destination, g)));
     let producer = binder.bind_producer(&spec).await.expect("bind producer");
     (destination, producer)
 }
@@ -134,9 +134,16 @@ async fn destination_with_groups(
 fn consumer_spec(case: &str, destination: &str, group: Option<&str>) -> ConsumerSpec {
     let spec = ConsumerSpec::new(format!("{case}-in"), destination);
     match group {
-        Some(group) => spec.group(group),
+        Some(group) => spec.group(case_group(destination, group)),
         None => spec,
     }
+}
+
+/// The group `group` of a case's destination. Group names are unique per
+/// case as destinations are: on Kafka a group id spans topics, so cases
+/// sharing a group name would rebalance each other.
+fn case_group(destination: &str, group: &str) -> String {
+    format!("{destination}.{group}")
 }
 
 /// Receives until `count` distinct numbers arrived, acking each.
@@ -337,7 +344,7 @@ async fn record_in_order(message: Message<String>, State(seen): State<SeenByKey>
 pub async fn order_per_key_with_concurrency<H: BinderHarness>(harness: &H) {
     let binder = harness.binder().await;
     let destination = unique_name("c04b");
-    let group = "ordered";
+    let group = case_group(&destination, "ordered");
     let config = format!(
         r#"
         [bindery]
@@ -484,13 +491,14 @@ pub async fn retry_attempts_and_back_off<H: BinderHarness>(harness: &H) {
     let binder = harness.binder().await;
     for max_attempts in [1u32, 3] {
         let destination = unique_name("c06");
+        let group = case_group(&destination, "payments");
         let attempts = Attempts::default();
         let running = start_app(
             App::builder()
                 .function("pay", always_fails)
                 .state(attempts.clone()),
             binder.clone(),
-            &failing_config(&destination, "payments", max_attempts, 40),
+            &failing_config(&destination, &group, max_attempts, 40),
         )
         .await;
         let producer = binder
@@ -536,13 +544,14 @@ pub async fn retry_attempts_and_back_off<H: BinderHarness>(harness: &H) {
 pub async fn exhausted_dead_lettered<H: BinderHarness>(harness: &H) {
     let binder = harness.binder().await;
     let destination = unique_name("c07");
+    let group = case_group(&destination, "payments");
     let attempts = Attempts::default();
     let running = start_app(
         App::builder()
             .function("pay", always_fails)
             .state(attempts.clone()),
         binder.clone(),
-        &failing_config(&destination, "payments", 3, 10),
+        &failing_config(&destination, &group, 3, 10),
     )
     .await;
     let producer = binder
@@ -593,7 +602,7 @@ pub async fn exhausted_dead_lettered<H: BinderHarness>(harness: &H) {
     );
     assert!(header(names::EXCEPTION_FQCN).ends_with("PaymentRefused"));
     assert_eq!(header(names::ORIGINAL_DESTINATION), destination);
-    assert_eq!(header(names::ORIGINAL_GROUP), "payments");
+    assert_eq!(header(names::ORIGINAL_GROUP), group);
     assert_eq!(header(names::DELIVERY_ATTEMPTS), "3");
     for name in harness.dead_letter_headers() {
         assert!(!header(name).is_empty(), "`{name}` is empty");
@@ -614,13 +623,14 @@ async fn record_order(order: Order, State(seen): State<Arc<Mutex<Vec<u64>>>>) {
 pub async fn undecodable_dead_lettered<H: BinderHarness>(harness: &H) {
     let binder = harness.binder().await;
     let destination = unique_name("c08");
+    let group = case_group(&destination, "orders");
     let config = format!(
         r#"
         [bindery]
         default-binder = "under-test"
         [bindings.record-in-0]
         destination = "{destination}"
-        group = "orders"
+        group = "{group}"
         [bindings.record-in-0.consumer]
         max-attempts = 3
         back-off-initial-interval = "10ms"
