@@ -359,12 +359,14 @@ mod tests {
 
     #[test]
     fn user_properties_layer_under_what_the_guarantees_need() {
-        let mut settings = KafkaSettings::default();
-        settings.properties = [("linger.ms", "7"), ("acks", "1"), ("client.id", "mine")]
-            .into_iter()
-            .collect();
-        settings.producer_properties = [("enable.idempotence", "false")].into_iter().collect();
-        settings.consumer_properties = [("session.timeout.ms", "6000")].into_iter().collect();
+        let settings = KafkaSettings {
+            properties: [("linger.ms", "7"), ("acks", "1"), ("client.id", "mine")]
+                .into_iter()
+                .collect(),
+            producer_properties: [("enable.idempotence", "false")].into_iter().collect(),
+            consumer_properties: [("session.timeout.ms", "6000")].into_iter().collect(),
+            ..KafkaSettings::default()
+        };
         let binder = KafkaBinder::new("orders", settings);
         let binding: Properties = [("linger.ms", "9")].into_iter().collect();
 
