@@ -153,8 +153,9 @@ impl Runtime {
     /// within `timeout`.
     pub(crate) async fn shutdown(mut self, timeout: Duration) -> Result<Stats, Error> {
         self.shutdown.cancel();
+        let deadline = tokio::time::Instant::now() + timeout;
         let mut first_error = None;
-        let drained = tokio::time::timeout(timeout, async {
+        let drained = tokio::time::timeout_at(deadline, async {
             while let Some(result) = self.tasks.join_next().await {
                 match result {
                     Ok(Ok(())) => {}
@@ -173,7 +174,14 @@ impl Runtime {
             while self.tasks.join_next().await.is_some() {}
             first_error.get_or_insert(Error::ShutdownTimeout(timeout));
         }
-        self.binders.shutdown().await;
+        // Flushing and closing share what is left of the same budget; a
+        // binder that overruns it leaves unconfirmed work to redelivery.
+        if tokio::time::timeout_at(deadline, self.binders.shutdown())
+            .await
+            .is_err()
+        {
+            first_error.get_or_insert(Error::ShutdownTimeout(timeout));
+        }
         match first_error {
             Some(error) => Err(error),
             None => Ok(self.stats.snapshot()),
