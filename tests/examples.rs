@@ -18,14 +18,27 @@ enum Binder {
     Memory,
     #[cfg(feature = "rabbitmq")]
     RabbitMq,
+    #[cfg(feature = "kafka")]
+    Kafka,
 }
 
 impl Binder {
+    /// Whether a free consumer takes the next message (not on Kafka).
+    fn fair_dispatch(self) -> bool {
+        match self {
+            #[cfg(feature = "kafka")]
+            Binder::Kafka => false,
+            _ => true,
+        }
+    }
+
     fn config(self) -> &'static str {
         match self {
             Binder::Memory => "memory.toml",
             #[cfg(feature = "rabbitmq")]
             Binder::RabbitMq => "rabbitmq.toml",
+            #[cfg(feature = "kafka")]
+            Binder::Kafka => "kafka.toml",
         }
     }
 }
@@ -47,6 +60,8 @@ fn command(example: &str, binder: Binder, suffix: &str) -> Command {
         .env("RUST_LOG", "warn");
     #[cfg(feature = "rabbitmq")]
     command.env("RABBITMQ_URI", bindery_tests::rabbitmq::uri());
+    #[cfg(feature = "kafka")]
+    command.env("KAFKA_BROKERS", bindery_tests::kafka::brokers());
     command
 }
 
@@ -460,5 +475,134 @@ mod rabbitmq {
             !headers.inner().contains_key("x-delivery-attempts"),
             "attempt count reset"
         );
+    }
+}
+
+/// The examples on Kafka, and `uppercase` driven by a plain Kafka client.
+#[cfg(feature = "kafka")]
+mod kafka {
+    use std::time::{Duration, Instant};
+
+    use bindery::kafka::rdkafka::ClientConfig;
+    use bindery::kafka::rdkafka::Message as _;
+    use bindery::kafka::rdkafka::consumer::{BaseConsumer, Consumer};
+    use bindery::kafka::rdkafka::message::{Headers as _, OwnedMessage};
+    use bindery::kafka::rdkafka::producer::{FutureProducer, FutureRecord};
+    use bindery::kafka::rdkafka::{Offset, TopicPartitionList};
+    use bindery_tests::kafka::require_broker;
+
+    use super::*;
+
+    #[test]
+    fn quickstart_on_kafka() {
+        check_quickstart(Binder::Kafka);
+    }
+
+    #[test]
+    fn work_queue_on_kafka() {
+        check_work_queue(Binder::Kafka);
+    }
+
+    #[test]
+    fn registration_on_kafka() {
+        check_registration(Binder::Kafka);
+    }
+
+    #[test]
+    fn product_sync_on_kafka() {
+        check_product_sync(Binder::Kafka);
+    }
+
+    #[test]
+    fn order_pipeline_on_kafka() {
+        check_order_pipeline(Binder::Kafka);
+    }
+
+    #[test]
+    fn redrive_on_kafka() {
+        check_redrive(Binder::Kafka);
+    }
+
+    fn client() -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", require_broker());
+        config
+    }
+
+    /// Waits until `topic` exists, as the running service creates it.
+    fn wait_for_topic(consumer: &BaseConsumer, topic: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let exists = consumer
+                .fetch_metadata(Some(topic), Duration::from_secs(5))
+                .map(|m| {
+                    m.topics()
+                        .iter()
+                        .any(|t| t.name() == topic && !t.partitions().is_empty())
+                })
+                .unwrap_or(false);
+            if exists {
+                return;
+            }
+            assert!(Instant::now() < deadline, "topic `{topic}` was not created");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The first record of `topic` (partition 0, from the beginning).
+    fn first_record(consumer: &BaseConsumer, topic: &str) -> OwnedMessage {
+        let mut assignment = TopicPartitionList::new();
+        assignment
+            .add_partition_offset(topic, 0, Offset::Beginning)
+            .expect("partition");
+        consumer.assign(&assignment).expect("assign");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(Ok(record)) = consumer.poll(Duration::from_millis(500)) {
+                return record.detach();
+            }
+            assert!(Instant::now() < deadline, "nothing arrived on `{topic}`");
+        }
+    }
+
+    #[tokio::test]
+    async fn uppercase_on_kafka_serves_any_kafka_client() {
+        let suffix = suffix();
+        let words = format!("words{suffix}");
+        let service = Service::start("uppercase", Binder::Kafka, &suffix);
+        let probe: BaseConsumer = client()
+            .set("group.id", format!("probe{suffix}"))
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("consumer");
+        wait_for_topic(&probe, &format!("upper-words{suffix}"));
+        wait_for_topic(&probe, &format!("error.{words}.upper"));
+
+        let producer: FutureProducer = client()
+            .set("enable.idempotence", "false")
+            .create()
+            .expect("producer");
+        for text in ["hello from any client", "please fail now"] {
+            producer
+                .send(
+                    FutureRecord::<(), _>::to(&words).payload(text),
+                    Duration::from_secs(10),
+                )
+                .await
+                .map_err(|(e, _)| e)
+                .expect("delivered");
+        }
+        let upper = first_record(&probe, &format!("upper-words{suffix}"));
+        assert_eq!(upper.payload(), Some(&b"HELLO FROM ANY CLIENT"[..]));
+        let dead = first_record(&probe, &format!("error.{words}.upper"));
+        assert_eq!(dead.payload(), Some(&b"please fail now"[..]));
+        let headers = dead.headers().expect("dead-letter headers");
+        let reason = headers
+            .iter()
+            .find(|h| h.key == "x-exception-message")
+            .and_then(|h| h.value)
+            .expect("x-exception-message");
+        assert!(String::from_utf8_lossy(reason).contains("asks to fail"));
+        service.terminate();
     }
 }

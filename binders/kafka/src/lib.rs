@@ -83,6 +83,8 @@ use bindery_core::error::BinderError;
 use bindery_core::registry::BinderProvider;
 
 pub use binder::KafkaBinder;
+/// The Kafka client the binder is built on, for code that needs it directly.
+pub use rdkafka;
 pub use error::{Error, Result};
 pub use mapping::{
     ORIGINAL_OFFSET, ORIGINAL_PARTITION, ORIGINAL_TIMESTAMP, ORIGINAL_TIMESTAMP_TYPE,
