@@ -56,7 +56,11 @@ async fn orders() -> impl Stream<Item = Order> {
         (1..=CUSTOMERS).map(move |c| Order {
             customer: format!("customer-{c}"),
             seq,
-            qty: if seq % 10 == 0 { 0 } else { (seq % 4 + 1) as u32 },
+            qty: if seq % 10 == 0 {
+                0
+            } else {
+                (seq % 4 + 1) as u32
+            },
             unit_cents: 250 + c * 10,
         })
     }))
@@ -66,7 +70,10 @@ async fn orders() -> impl Stream<Item = Order> {
 #[bindery::function]
 async fn validate(order: Order) -> Result<Order, FunctionError> {
     if order.qty == 0 {
-        return Err(FunctionError::non_retryable(EmptyOrder { customer: order.customer, seq: order.seq }));
+        return Err(FunctionError::non_retryable(EmptyOrder {
+            customer: order.customer,
+            seq: order.seq,
+        }));
     }
     Ok(order)
 }
@@ -102,7 +109,12 @@ impl Books {
         let last = last_seq.entry(order.customer.clone()).or_default();
         if order.seq <= *last {
             *self.out_of_order.lock() += 1;
-            tracing::error!("{} order {} came after order {}", order.customer, order.seq, last);
+            tracing::error!(
+                "{} order {} came after order {}",
+                order.customer,
+                order.seq,
+                last
+            );
         }
         *last = order.seq;
         let mut booked = self.booked.lock();

@@ -64,14 +64,22 @@ fn routing_key(change: Change) -> &'static str {
 #[bindery::function(name = "item-service")]
 async fn item_service() -> impl Stream<Item = Message<Item>> {
     futures::stream::iter(CHANGES.iter().map(|(change, id, name, version)| {
-        let item = Item { id: *id, name: (*name).to_owned(), version: *version };
+        let item = Item {
+            id: *id,
+            name: (*name).to_owned(),
+            version: *version,
+        };
         Message::new(item).with_routing_key(routing_key(*change))
     }))
 }
 
 /// The search indexer hears every change.
 #[bindery::function(name = "search-indexer")]
-async fn search_indexer(item: Item, RoutingKey(key): RoutingKey, State(state): State<Arc<SyncState>>) {
+async fn search_indexer(
+    item: Item,
+    RoutingKey(key): RoutingKey,
+    State(state): State<Arc<SyncState>>,
+) {
     let mut index = state.index.lock();
     match key.as_deref() {
         Some("item.delete") => index.remove(&item.id),
@@ -83,7 +91,11 @@ async fn search_indexer(item: Item, RoutingKey(key): RoutingKey, State(state): S
 
 /// The page renderer hears updates and deletes only.
 #[bindery::function(name = "page-renderer")]
-async fn page_renderer(item: Item, RoutingKey(key): RoutingKey, State(state): State<Arc<SyncState>>) {
+async fn page_renderer(
+    item: Item,
+    RoutingKey(key): RoutingKey,
+    State(state): State<Arc<SyncState>>,
+) {
     let mut pages = state.pages.lock();
     match key.as_deref() {
         Some("item.delete") => pages.remove(&item.id),
@@ -107,7 +119,10 @@ struct SyncState {
 impl SyncState {
     fn heard(&self, counter: &Mutex<usize>) {
         *counter.lock() += 1;
-        let pages_expected = CHANGES.iter().filter(|(c, ..)| *c != Change::Insert).count();
+        let pages_expected = CHANGES
+            .iter()
+            .filter(|(c, ..)| *c != Change::Insert)
+            .count();
         if *self.indexed.lock() == CHANGES.len() && *self.rendered.lock() == pages_expected {
             self.finished.notify_one();
         }
@@ -119,7 +134,11 @@ fn expected() -> (BTreeMap<u64, Item>, BTreeMap<u64, u32>) {
     let mut index = BTreeMap::new();
     let mut pages = BTreeMap::new();
     for (change, id, name, version) in CHANGES {
-        let item = Item { id: *id, name: (*name).to_owned(), version: *version };
+        let item = Item {
+            id: *id,
+            name: (*name).to_owned(),
+            version: *version,
+        };
         match change {
             Change::Insert => {
                 index.insert(*id, item);
@@ -145,10 +164,23 @@ async fn main() -> bindery::Result<()> {
     let (expected_index, expected_pages) = expected();
     let index = state.index.lock();
     let pages = state.pages.lock();
-    let names: Vec<String> = index.values().map(|i| format!("{}:{} v{}", i.id, i.name, i.version)).collect();
+    let names: Vec<String> = index
+        .values()
+        .map(|i| format!("{}:{} v{}", i.id, i.name, i.version))
+        .collect();
     println!("search index: {}", names.join(", "));
-    println!("pages: {}", pages.iter().map(|(id, v)| format!("{id} v{v}")).collect::<Vec<_>>().join(", "));
-    println!("search index agrees with the changes: {}", *index == expected_index);
+    println!(
+        "pages: {}",
+        pages
+            .iter()
+            .map(|(id, v)| format!("{id} v{v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "search index agrees with the changes: {}",
+        *index == expected_index
+    );
     println!("pages agree with the changes: {}", *pages == expected_pages);
     Ok(())
 }

@@ -53,7 +53,12 @@ async fn bill(order: Order, State(billing): State<Arc<Billing>>) -> Result<(), M
         other => return Err(MissingTaxRate(other.to_owned())),
     };
     let gross = order.net_cents * (100 + rate) / 100;
-    println!("invoice for order {}: {}.{:02}", order.id, gross / 100, gross % 100);
+    println!(
+        "invoice for order {}: {}.{:02}",
+        order.id,
+        gross / 100,
+        gross % 100
+    );
     billing.invoiced.lock().insert(order.id);
     Ok(())
 }
@@ -61,7 +66,10 @@ async fn bill(order: Order, State(billing): State<Arc<Billing>>) -> Result<(), M
 async fn until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while !done() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -70,16 +78,33 @@ async fn until(what: &str, mut done: impl FnMut() -> bool) {
 async fn main() -> bindery::Result<()> {
     let billing = Arc::new(Billing::default());
     let app = App::builder().state(billing.clone()).from_env()?;
-    let destination = app.wiring().input("bill-in-0").expect("bill-in-0 is configured").consumer.destination.clone();
+    let destination = app
+        .wiring()
+        .input("bill-in-0")
+        .expect("bill-in-0 is configured")
+        .consumer
+        .destination
+        .clone();
     let running = app.start().await?;
     running.ready().await;
 
     let orders = [(1, "SE"), (2, "NO"), (3, "DE"), (4, "NO"), (5, "SE")];
     for (id, country) in orders {
-        let order = Order { id, country: country.to_owned(), net_cents: 10_000 + id * 100 };
-        running.sender().send(&destination, order).await.map_err(|e| bindery::Error::Usage(e.to_string()))?;
+        let order = Order {
+            id,
+            country: country.to_owned(),
+            net_cents: 10_000 + id * 100,
+        };
+        running
+            .sender()
+            .send(&destination, order)
+            .await
+            .map_err(|e| bindery::Error::Usage(e.to_string()))?;
     }
-    until("the orders", || running.stats().binding("bill-in-0").acked == orders.len() as u64).await;
+    until("the orders", || {
+        running.stats().binding("bill-in-0").acked == orders.len() as u64
+    })
+    .await;
     let failed = running.stats().binding("bill-in-0").dead_lettered;
     println!("bug: {failed} orders failed into the dead-letter destination");
 
@@ -87,9 +112,16 @@ async fn main() -> bindery::Result<()> {
     println!("fix deployed: Norway has a tax rate");
     let moved = running.redrive("bill-in-0", None).await?;
     println!("redrive: moved {moved} dead letters back to billing");
-    until("the redriven orders", || billing.invoiced.lock().len() == orders.len()).await;
+    until("the redriven orders", || {
+        billing.invoiced.lock().len() == orders.len()
+    })
+    .await;
 
     running.shutdown().await?;
-    println!("invoiced {} of {} orders", billing.invoiced.lock().len(), orders.len());
+    println!(
+        "invoiced {} of {} orders",
+        billing.invoiced.lock().len(),
+        orders.len()
+    );
     Ok(())
 }

@@ -61,10 +61,16 @@ struct Seen {
 impl Seen {
     fn record(&self, service: &'static str, user_id: u64) {
         let mut by_service = self.by_service.lock();
-        *by_service.entry(service).or_default().entry(user_id).or_default() += 1;
-        let all_seen = ["mail", "audit"]
-            .iter()
-            .all(|s| by_service.get(s).is_some_and(|users| users.len() as u64 == USERS));
+        *by_service
+            .entry(service)
+            .or_default()
+            .entry(user_id)
+            .or_default() += 1;
+        let all_seen = ["mail", "audit"].iter().all(|s| {
+            by_service
+                .get(s)
+                .is_some_and(|users| users.len() as u64 == USERS)
+        });
         if all_seen {
             self.complete.notify_one();
         }

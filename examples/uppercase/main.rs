@@ -30,7 +30,10 @@ struct AskedToFail(String);
 /// The processor: upper-cases text, or fails when the text says `fail`.
 #[bindery::function]
 async fn uppercase(text: String) -> Result<String, AskedToFail> {
-    if text.split_whitespace().any(|word| word.eq_ignore_ascii_case("fail")) {
+    if text
+        .split_whitespace()
+        .any(|word| word.eq_ignore_ascii_case("fail"))
+    {
         return Err(AskedToFail(text));
     }
     Ok(text.to_uppercase())

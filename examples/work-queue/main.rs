@@ -29,13 +29,18 @@ struct Job {
 }
 
 fn job_count() -> u64 {
-    std::env::var("JOBS").ok().and_then(|n| n.parse().ok()).unwrap_or(40)
+    std::env::var("JOBS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(40)
 }
 
 /// The jobs to do, keyed by id (the key picks the Kafka partition).
 #[bindery::function]
 async fn jobs() -> impl Stream<Item = Message<Job>> {
-    futures::stream::iter((1..=job_count()).map(|id| Message::new(Job { id }).with_key(id.to_string())))
+    futures::stream::iter(
+        (1..=job_count()).map(|id| Message::new(Job { id }).with_key(id.to_string())),
+    )
 }
 
 /// Takes 50 ms per job.

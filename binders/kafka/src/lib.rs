@@ -83,13 +83,13 @@ use bindery_core::error::BinderError;
 use bindery_core::registry::BinderProvider;
 
 pub use binder::KafkaBinder;
-/// The Kafka client the binder is built on, for code that needs it directly.
-pub use rdkafka;
 pub use error::{Error, Result};
 pub use mapping::{
     ORIGINAL_OFFSET, ORIGINAL_PARTITION, ORIGINAL_TIMESTAMP, ORIGINAL_TIMESTAMP_TYPE,
     ORIGINAL_TOPIC, ROUTING_KEY_HEADER,
 };
+/// The Kafka client the binder is built on, for code that needs it directly.
+pub use rdkafka;
 pub use settings::{KafkaBindingOptions, KafkaSettings, Properties, StartOffset, is_secret};
 
 /// The binder type name.

@@ -139,7 +139,8 @@ impl Destination {
     pub(crate) fn offer(&self, message: Message) -> (usize, Vec<Arc<Queue>>, Option<Message>) {
         let bindings = self.bindings.read();
         let routing_key = message.routing_key().unwrap_or_default();
-        let matching: SmallVec<[&QueueBinding; 4]> = bindings.iter().filter(|b| b.matches(routing_key)).collect();
+        let matching: SmallVec<[&QueueBinding; 4]> =
+            bindings.iter().filter(|b| b.matches(routing_key)).collect();
         let mut full = Vec::new();
         let mut kept = Some(message);
         for (i, binding) in matching.iter().enumerate() {
@@ -147,7 +148,11 @@ impl Destination {
             let original = kept.as_ref().expect("kept until the last queue");
             // The last queue takes the message itself, unless a full queue
             // still needs it; the others take a copy.
-            let item = if last && full.is_empty() { kept.take().expect("kept") } else { original.clone() };
+            let item = if last && full.is_empty() {
+                kept.take().expect("kept")
+            } else {
+                original.clone()
+            };
             if let Some(item) = binding.queue.try_push(item) {
                 full.push(binding.queue.clone());
                 kept.get_or_insert(item);

@@ -62,7 +62,11 @@ impl Hasher for SequenceHasher {
 }
 
 impl MemoryConsumer {
-    pub(crate) fn new(queue: Arc<Queue>, prefetch: usize, owned_queue: Option<Arc<Broker>>) -> Self {
+    pub(crate) fn new(
+        queue: Arc<Queue>,
+        prefetch: usize,
+        owned_queue: Option<Arc<Broker>>,
+    ) -> Self {
         Self {
             shared: Arc::new(ConsumerShared {
                 queue,

@@ -185,7 +185,10 @@ impl Binder for MemoryBinder {
         )
     }
 
-    async fn bind_dead_letter_producer(&self, spec: &ConsumerSpec) -> Result<Arc<dyn Producer>, BinderError> {
+    async fn bind_dead_letter_producer(
+        &self,
+        spec: &ConsumerSpec,
+    ) -> Result<Arc<dyn Producer>, BinderError> {
         self.require_group(spec, "a dead-letter destination")?;
         // The dead-letter queue is bound to a destination of the same name,
         // so apps may also subscribe to dead letters like any destination.

@@ -27,7 +27,9 @@ impl Producer for DestinationProducer {
                 format!(
                     "no queue on destination `{}` takes routing key `{}`",
                     self.name,
-                    kept.as_ref().and_then(Message::routing_key).unwrap_or_default()
+                    kept.as_ref()
+                        .and_then(Message::routing_key)
+                        .unwrap_or_default()
                 ),
             ));
         }

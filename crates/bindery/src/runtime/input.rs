@@ -146,7 +146,13 @@ impl InputBinding {
     /// message back for redelivery; a permanent one (the broker refused or
     /// could not route an output) is a failure like any other. When every
     /// confirmation is already in, this settles inline and returns `None`.
-    async fn settle(self: &Arc<Self>, mut pending: Pending, message: Message, acker: Acknowledger, attempts: u32) -> Option<Settlement> {
+    async fn settle(
+        self: &Arc<Self>,
+        mut pending: Pending,
+        message: Message,
+        acker: Acknowledger,
+        attempts: u32,
+    ) -> Option<Settlement> {
         let sent = pending.len();
         match pending.try_now() {
             Some(Ok(())) => {
@@ -158,7 +164,10 @@ impl InputBinding {
                 let result = Err(error);
                 self.record_sent(sent, &result);
                 let Err(error) = result else { unreachable!() };
-                Some(self.after_failed_confirmation(error, message, acker, attempts).await)
+                Some(
+                    self.after_failed_confirmation(error, message, acker, attempts)
+                        .await,
+                )
             }
             None => {
                 let this = self.clone();
@@ -167,7 +176,11 @@ impl InputBinding {
                     this.record_sent(sent, &result);
                     match result {
                         Ok(()) => this.ack(acker).await,
-                        Err(error) => this.after_failed_confirmation(error, message, acker, attempts).await.await,
+                        Err(error) => {
+                            this.after_failed_confirmation(error, message, acker, attempts)
+                                .await
+                                .await
+                        }
                     }
                 }))
             }
@@ -180,12 +193,25 @@ impl InputBinding {
         }
     }
 
-    async fn after_failed_confirmation(self: &Arc<Self>, error: BinderError, message: Message, acker: Acknowledger, attempts: u32) -> Settlement {
+    async fn after_failed_confirmation(
+        self: &Arc<Self>,
+        error: BinderError,
+        message: Message,
+        acker: Acknowledger,
+        attempts: u32,
+    ) -> Settlement {
         if error.is_transient() {
-            self.requeue(acker, &format!("an output was not confirmed: {error}")).await;
+            self.requeue(acker, &format!("an output was not confirmed: {error}"))
+                .await;
             Box::pin(std::future::ready(()))
         } else {
-            self.give_up(message, acker, FunctionError::non_retryable(error), attempts).await
+            self.give_up(
+                message,
+                acker,
+                FunctionError::non_retryable(error),
+                attempts,
+            )
+            .await
         }
     }
 
@@ -251,7 +277,9 @@ impl InputBinding {
     async fn ack(&self, acker: Acknowledger) {
         match acker.ack().await {
             Ok(()) => self.counters.bump(Event::Acked),
-            Err(e) => warn!(binding = %self.plan.binding, "ack failed; the broker will redeliver: {e}"),
+            Err(e) => {
+                warn!(binding = %self.plan.binding, "ack failed; the broker will redeliver: {e}")
+            }
         }
     }
 

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use bindery_core::config::PollerSettings;
-use bindery_core::function::{Context, Function, Input, Outcome};
 use bindery_core::error::BinderError;
+use bindery_core::function::{Context, Function, Input, Outcome};
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
@@ -74,7 +74,11 @@ impl Source {
         while window.next().await.is_some() {}
     }
 
-    async fn publish(&self, outcome: Outcome, window: &mut FuturesUnordered<BoxFuture<'static, ()>>) {
+    async fn publish(
+        &self,
+        outcome: Outcome,
+        window: &mut FuturesUnordered<BoxFuture<'static, ()>>,
+    ) {
         let mut pending = Pending::default();
         if let Err(e) = self.output.publish(outcome, None, &mut pending).await {
             error!(binding = %self.output.binding(), "source message not sent: {}", e.chain_text());
