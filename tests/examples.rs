@@ -173,10 +173,15 @@ fn check_work_queue(binder: Binder) {
     };
     let (slow, fast) = (count("slow"), count("fast"));
     assert_eq!(slow + fast, 40, "{out}");
-    assert!(
-        fast > slow,
-        "fair dispatch: the fast worker does most ({out})"
-    );
+    if binder.fair_dispatch() {
+        assert!(
+            fast > slow,
+            "fair dispatch: the fast worker does most ({out})"
+        );
+    } else {
+        // Kafka splits work by partition: each worker owns one of two.
+        assert!(slow > 0 && fast > 0, "both workers did jobs ({out})");
+    }
 }
 
 fn check_registration(binder: Binder) {
