@@ -581,7 +581,7 @@ mod kafka {
             .create()
             .expect("consumer");
         wait_for_topic(&probe, &format!("upper-words{suffix}"));
-        wait_for_topic(&probe, &format!("error.{words}.upper"));
+        wait_for_topic(&probe, &format!("error.{words}.upper{suffix}"));
 
         let producer: FutureProducer = client()
             .set("enable.idempotence", "false")
@@ -599,7 +599,7 @@ mod kafka {
         }
         let upper = first_record(&probe, &format!("upper-words{suffix}"));
         assert_eq!(upper.payload(), Some(&b"HELLO FROM ANY CLIENT"[..]));
-        let dead = first_record(&probe, &format!("error.{words}.upper"));
+        let dead = first_record(&probe, &format!("error.{words}.upper{suffix}"));
         assert_eq!(dead.payload(), Some(&b"please fail now"[..]));
         let headers = dead.headers().expect("dead-letter headers");
         let reason = headers

@@ -105,15 +105,18 @@ async fn main() -> bindery::Result<()> {
         .state(progress.clone())
         .default_config(BUILT_IN_CONFIG)
         .from_env()?;
-    let finished = async {
-        if tokio::time::timeout(Duration::from_secs(60), progress.all_printed())
-            .await
-            .is_err()
-        {
-            tracing::error!("not every order arrived within 60 s");
-        }
-    };
-    app.run_until(finished).await?;
-    println!("printed {} orders", progress.printed.load(Ordering::SeqCst));
+    let waited = Duration::from_secs(60);
+    let finished = tokio::time::timeout(waited, progress.all_printed());
+    app.run_until(async {
+        let _ = finished.await;
+    })
+    .await?;
+    let printed = progress.printed.load(Ordering::SeqCst);
+    println!("printed {printed} orders");
+    if printed < ORDERS {
+        return Err(bindery::Error::Usage(format!(
+            "only {printed} of {ORDERS} orders arrived within {waited:?}"
+        )));
+    }
     Ok(())
 }
