@@ -17,9 +17,13 @@ struct Cli {
     /// Only scenarios whose name contains this (repeatable).
     #[arg(long)]
     only: Vec<String>,
-    /// Messages per throughput run (default 1,000,000; smoke 2,000).
+    /// Messages per throughput run (default: memory 1,000,000, brokers
+    /// 100,000; smoke 2,000 and 200).
     #[arg(long)]
     messages: Option<u64>,
+    /// Only one side of each pair (`raw` or `bindery`), to profile it.
+    #[arg(long, value_enum)]
+    side: Option<bindery_bench::Side>,
     /// Where to write the JSON report.
     #[arg(long, default_value = "target/bench/report.json")]
     json: PathBuf,
@@ -29,13 +33,19 @@ struct Cli {
     /// Internal: the backlog of the RSS child.
     #[arg(long, hide = true, default_value_t = 0)]
     backlog: u64,
+    /// Internal: the round whose preloaded destinations the RSS child drains.
+    #[arg(long, hide = true)]
+    round: Option<String>,
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let cli = Cli::parse();
     if let Some(binder) = cli.rss_child {
-        println!("{}", bindery_bench::rss_child(&binder, cli.backlog).await);
+        println!(
+            "{}",
+            bindery_bench::rss_child(&binder, cli.backlog, cli.round.as_deref()).await
+        );
         return;
     }
     let options = bindery_bench::Options {
@@ -44,6 +54,7 @@ async fn main() {
         only: cli.only,
         executable: std::env::current_exe().expect("own path"),
         messages: cli.messages,
+        side: cli.side,
     };
     let report = bindery_bench::run(&options).await;
     print!("{report}");

@@ -9,6 +9,8 @@ use bindery::prelude::*;
 use futures::Stream;
 use tokio::sync::{Notify, mpsc};
 
+use crate::order::Order;
+
 /// Unacknowledged messages per binding, and the raw channels' capacity.
 pub const PREFETCH: usize = 256;
 
@@ -19,28 +21,6 @@ pub enum Payload {
     Bytes,
     /// A ~100-byte JSON order, decoded and encoded at every hop.
     Json,
-}
-
-/// The JSON payload: about 100 bytes encoded.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Order {
-    id: u64,
-    customer: String,
-    sku: String,
-    qty: u32,
-    price_cents: u64,
-}
-
-impl Order {
-    fn new(id: u64) -> Self {
-        Self {
-            id,
-            customer: "customer-000042".to_owned(),
-            sku: "sku-apple-granny-smith".to_owned(),
-            qty: 3,
-            price_cents: 1_250,
-        }
-    }
 }
 
 fn bytes_payload() -> Bytes {
@@ -77,11 +57,6 @@ async fn json_source(State(Count(n)): State<Count>) -> impl Stream<Item = Order>
 
 async fn bytes_process(payload: Bytes) -> Bytes {
     payload
-}
-
-async fn json_process(mut order: Order) -> Order {
-    order.qty += 1;
-    order
 }
 
 async fn bytes_sink(_payload: Bytes, State(finish): State<Arc<Finish>>) {
@@ -141,7 +116,7 @@ pub async fn bindery_pipeline(payload: Payload, messages: u64) -> f64 {
             .config_toml(&config("application/octet-stream")),
         Payload::Json => builder
             .function("source", json_source)
-            .function("process", json_process)
+            .function("process", crate::order::process)
             .function("sink", json_sink)
             .config_toml(&config("application/json")),
     };
@@ -163,7 +138,7 @@ pub async fn raw_chain(payload: Payload, messages: u64) -> f64 {
         for id in 0..messages {
             let bytes = match payload {
                 Payload::Bytes => bytes_payload(),
-                Payload::Json => Bytes::from(serde_json::to_vec(&Order::new(id)).expect("encode")),
+                Payload::Json => Bytes::from(Order::encoded(id)),
             };
             if to_process.send(bytes).await.is_err() {
                 break;
@@ -174,11 +149,7 @@ pub async fn raw_chain(payload: Payload, messages: u64) -> f64 {
         while let Some(bytes) = process_rx.recv().await {
             let out = match payload {
                 Payload::Bytes => bytes,
-                Payload::Json => {
-                    let mut order: Order = serde_json::from_slice(&bytes).expect("decode");
-                    order.qty += 1;
-                    Bytes::from(serde_json::to_vec(&order).expect("encode"))
-                }
+                Payload::Json => Bytes::from(Order::process_bytes(&bytes)),
             };
             if to_sink.send(out).await.is_err() {
                 break;

@@ -1,5 +1,7 @@
 //! The harness in smoke mode: every scenario runs end to end with tiny
-//! counts. Timing is never asserted; only that each figure was produced.
+//! counts, the broker scenarios against the real brokers (a broker that
+//! does not answer fails the test, saying how to start it). Timing is
+//! never asserted; only that each figure was produced.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_scenario_runs_and_reports_figures() {
@@ -9,6 +11,7 @@ async fn every_scenario_runs_and_reports_figures() {
         only: Vec::new(),
         executable: env!("CARGO_BIN_EXE_bindery-bench").into(),
         messages: None,
+        side: None,
     };
     let report = bindery_bench::run(&options).await;
     let names: Vec<&str> = report.scenarios.iter().map(|s| s.name.as_str()).collect();
@@ -18,6 +21,13 @@ async fn every_scenario_runs_and_reports_figures() {
         "latency-memory p50",
         "latency-memory p99",
         "rss-memory",
+        "rabbitmq-throughput",
+        "latency-rabbitmq p50",
+        "latency-rabbitmq p99",
+        "rss-rabbitmq",
+        "kafka-throughput",
+        "latency-kafka p50",
+        "latency-kafka p99",
     ] {
         assert!(
             names.iter().any(|n| n.starts_with(expected)),
@@ -26,10 +36,16 @@ async fn every_scenario_runs_and_reports_figures() {
     }
     for scenario in &report.scenarios {
         assert_eq!(scenario.bindery.len(), 1, "{}", scenario.name);
+        assert_eq!(scenario.raw.len(), 1, "{}", scenario.name);
         assert!(
-            scenario.bindery.iter().all(|v| v.is_finite() && *v > 0.0),
-            "{}: {:?}",
+            scenario
+                .raw
+                .iter()
+                .chain(&scenario.bindery)
+                .all(|v| v.is_finite() && *v > 0.0),
+            "{}: raw {:?}, bindery {:?}",
             scenario.name,
+            scenario.raw,
             scenario.bindery
         );
     }

@@ -1,0 +1,36 @@
+//! Watching a running bindery app work through a backlog.
+
+use std::time::{Duration, Instant};
+
+use bindery::RunningApp;
+
+/// A run that acknowledges nothing for this long is stuck.
+const STALL: Duration = Duration::from_secs(60);
+
+/// How often the app's counters are read: small against any run, and
+/// cheap (a snapshot of a few atomics).
+const POLL: Duration = Duration::from_millis(2);
+
+/// Waits until input binding `binding` has acknowledged `messages`;
+/// panics, with the app's health and counters, when it stops making
+/// progress.
+pub async fn wait_for_acks(running: &RunningApp, binding: &str, messages: u64) {
+    let mut last = (0, Instant::now());
+    let mut tick = tokio::time::interval(POLL);
+    loop {
+        tick.tick().await;
+        let acked = running.stats().binding(binding).acked;
+        if acked >= messages {
+            return;
+        }
+        if acked > last.0 {
+            last = (acked, Instant::now());
+        } else if last.1.elapsed() > STALL {
+            panic!(
+                "`{binding}` acknowledged {acked} of {messages} and nothing more for {STALL:?}; health: {:?}\n{}",
+                running.health(),
+                running.stats()
+            );
+        }
+    }
+}
