@@ -291,6 +291,21 @@ const CASES: &[(&str, &str, &[&str])] = &[
         &["did you mean `destination`?"],
     ),
     (
+        "[bindery]\ndefinition = \"audit\"\n[bindings.audit-in-0]\nmax-attemps = 3\n",
+        "bindings.audit-in-0.max-attemps",
+        &["did you mean `bindings.audit-in-0.consumer.max-attempts`?"],
+    ),
+    (
+        "[bindery]\ndefinition = \"audit\"\n[bindings.audit-in-0]\nprefetch = 4\n",
+        "bindings.audit-in-0.prefetch",
+        &["did you mean `bindings.audit-in-0.consumer.prefetch`?"],
+    ),
+    (
+        "[bindery]\ndefinition = \"audit\"\n[bindings.audit-in-0]\nrouting-key = \"a.b\"\n",
+        "bindings.audit-in-0.routing-key",
+        &["did you mean `bindings.audit-in-0.producer.routing-key`?"],
+    ),
+    (
         "[bindery]\ndefinition = \"audit\"\n[bindings.audit-in-0.consumer]\nprefetch = \"many\"\n",
         "bindings.audit-in-0.consumer.prefetch",
         &["invalid type"],

@@ -5,9 +5,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value};
 
+use super::introspect::field_names;
 use super::load::RawConfig;
-use super::model::{AppSettings, BindingSettings};
-use super::problem::{Problem, Problems, suggestion};
+use super::model::{AppSettings, BindingSettings, ConsumerSettings, ProducerSettings};
+use super::problem::{Problem, Problems, did_you_mean, suggestion};
 use super::section::{join, kind, read_section, unknown_key};
 use super::wiring::{BinderPlan, FunctionPlan, InputPlan, OutputPlan, Wiring};
 use crate::binder::{ConsumerSpec, ProducerSpec};
@@ -493,6 +494,44 @@ struct BindingContext<'a, 'c> {
     warnings: &'a mut Vec<Problem>,
 }
 
+/// Takes out of a binding's table the keys that are not binding keys but
+/// (nearly) name a `consumer` or `producer` setting, and reports each with
+/// the path where it belongs: Spring users often write `max-attempts`
+/// beside `destination`.
+fn report_misplaced_keys(table: &mut Map<String, Value>, path: &str, problems: &mut Vec<Problem>) {
+    let binding_keys = field_names::<BindingSettings>();
+    let nested = [
+        ("consumer", field_names::<ConsumerSettings>()),
+        ("producer", field_names::<ProducerSettings>()),
+    ];
+    let exact = |key: &str| {
+        nested
+            .iter()
+            .find_map(|(section, fields)| fields.contains(&key).then(|| format!("{section}.{key}")))
+    };
+    // A near miss of a binding key is a typo of that key, not misplaced.
+    let near = |key: &str| {
+        if did_you_mean(key, binding_keys.iter().copied()).is_some() {
+            return None;
+        }
+        nested.iter().find_map(|(section, fields)| {
+            did_you_mean(key, fields.iter().copied()).map(|field| format!("{section}.{field}"))
+        })
+    };
+    let misplaced: Vec<(String, String)> = table
+        .keys()
+        .filter(|key| !binding_keys.contains(&key.as_str()))
+        .filter_map(|key| Some((key.clone(), exact(key).or_else(|| near(key))?)))
+        .collect();
+    for (key, belongs) in misplaced {
+        table.remove(&key);
+        problems.push(
+            Problem::new(join(path, &key), format!("unknown key `{key}` here"))
+                .hint(format!("did you mean `{}`?", join(path, &belongs))),
+        );
+    }
+}
+
 /// The parts of one binding common to inputs and outputs.
 struct Common {
     settings: BindingSettings,
@@ -537,6 +576,7 @@ impl BindingContext<'_, '_> {
             &join(&path, "producer"),
             self.problems,
         );
+        report_misplaced_keys(&mut table, &path, self.problems);
         let settings: Option<BindingSettings> =
             read_section(Some(&Value::Object(table.clone())), &path, self.problems);
         let (Some(mut settings), Some(consumer), Some(producer)) = (settings, consumer, producer)
