@@ -57,14 +57,21 @@ impl ConsumerContext for ConsumerCtx {
             .tracker
             .lock()
             .revoke(partitions.iter().copied());
+        if offsets.is_empty() || consumer.assignment_lost() {
+            // Nothing settled since the last store (or a close already
+            // stored it), or the partitions are gone: nothing to commit.
+            info!(
+                binding = %self.shared.binding,
+                "partitions {partitions:?} of `{}` revoked",
+                self.shared.topic
+            );
+            return;
+        }
         info!(
             binding = %self.shared.binding,
             "partitions {partitions:?} of `{}` revoked; committing {offsets:?}",
             self.shared.topic
         );
-        if offsets.is_empty() || consumer.assignment_lost() {
-            return;
-        }
         // librdkafka commits stored offsets when it unassigns, right after
         // this callback.
         if let Err(e) = consumer.store_offsets(&self.shared.offset_list(&offsets)) {
