@@ -69,6 +69,13 @@ pub fn fast_group_properties() -> Properties {
             "heartbeat.interval.ms",
             (session_timeout_ms() / 8).max(100).to_string(),
         ),
+        // The rebalance timeout: Tansu answers a JoinGroup it left hanging
+        // (a member lost mid-join, e.g. across a broker restart) only after
+        // it, 5 minutes by default. librdkafka wants it >= the session.
+        (
+            "max.poll.interval.ms",
+            (session_timeout_ms() * 4).max(20_000).to_string(),
+        ),
         // Stored offsets are committed on revoke and close anyway; a short
         // interval keeps duplicates after a crash few.
         ("auto.commit.interval.ms", "500".to_owned()),
