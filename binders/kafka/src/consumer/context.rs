@@ -57,21 +57,22 @@ impl ConsumerContext for ConsumerCtx {
             .tracker
             .lock()
             .revoke(partitions.iter().copied());
-        if offsets.is_empty() || consumer.assignment_lost() {
-            // Nothing settled since the last store (or a close already
-            // stored it), or the partitions are gone: nothing to commit.
-            info!(
-                binding = %self.shared.binding,
-                "partitions {partitions:?} of `{}` revoked",
-                self.shared.topic
-            );
-            return;
-        }
+        // Nothing to commit when nothing settled since the last store (or a
+        // close already stored it), or when the partitions are gone.
+        let commit = !offsets.is_empty() && !consumer.assignment_lost();
+        let committing = if commit {
+            format!("; committing {offsets:?}")
+        } else {
+            String::new()
+        };
         info!(
             binding = %self.shared.binding,
-            "partitions {partitions:?} of `{}` revoked; committing {offsets:?}",
+            "partitions {partitions:?} of `{}` revoked{committing}",
             self.shared.topic
         );
+        if !commit {
+            return;
+        }
         // librdkafka commits stored offsets when it unassigns, right after
         // this callback.
         if let Err(e) = consumer.store_offsets(&self.shared.offset_list(&offsets)) {
