@@ -426,6 +426,13 @@ impl Acknowledger {
     pub fn dead_letter_headers(&self, headers: &mut Headers) {
         self.0.dead_letter_headers(headers);
     }
+
+    /// Whether `nack(false)` hands this delivery to the broker's own
+    /// dead-lettering (a RabbitMQ queue with a dead-letter exchange), so
+    /// rejecting it parks the message rather than dropping it.
+    pub fn broker_dead_letters(&self) -> bool {
+        self.0.broker_dead_letters()
+    }
 }
 
 impl fmt::Debug for Acknowledger {
@@ -455,5 +462,13 @@ pub trait DeliveryHandle: Send + Sync + 'static {
     /// (`x-original-exchange`, `x-original-partition`, ...).
     fn dead_letter_headers(&self, headers: &mut Headers) {
         let _ = headers;
+    }
+
+    /// Whether `nack(false)` routes this delivery to a dead-letter
+    /// destination kept by the broker itself (RabbitMQ's `x-dead-letter-exchange`).
+    /// The runtime falls back to it when its own dead-letter publish keeps
+    /// failing. Default: false (a reject drops or commits the message).
+    fn broker_dead_letters(&self) -> bool {
+        false
     }
 }

@@ -183,11 +183,47 @@ where
     N: Into<Cow<'static, str>>,
     V: Into<Cow<'static, str>>,
 {
+    /// Linear in the number of headers, however many there are: a later
+    /// value of a name replaces an earlier one, as [`Headers::insert`] does,
+    /// but without searching the list once per header (audit A17).
     fn extend<I: IntoIterator<Item = (N, V)>>(&mut self, iter: I) {
-        for (name, value) in iter {
-            self.insert(name, value);
+        let entries = self.entries_mut();
+        let before = entries.len();
+        entries.extend(iter.into_iter().map(|(n, v)| (n.into(), v.into())));
+        dedup_keeping_last(entries, before);
+    }
+}
+
+/// Removes earlier duplicates of names in `entries`, where only the entries
+/// from `added` on may be new: the last value of a name wins and keeps the
+/// position of its first occurrence.
+fn dedup_keeping_last(entries: &mut Vec<Entry>, added: usize) {
+    const SMALL: usize = 16;
+    if entries.len() <= SMALL {
+        let mut i = added;
+        while i < entries.len() {
+            if let Some(first) = entries[..i].iter().position(|(n, _)| *n == entries[i].0) {
+                let (_, value) = entries.remove(i);
+                entries[first].1 = value;
+            } else {
+                i += 1;
+            }
+        }
+        return;
+    }
+    let mut first_index: std::collections::HashMap<Cow<'static, str>, usize> =
+        std::collections::HashMap::with_capacity(entries.len());
+    let mut kept: Vec<Entry> = Vec::with_capacity(entries.len());
+    for (name, value) in entries.drain(..) {
+        match first_index.get(&name) {
+            Some(&index) => kept[index].1 = value,
+            None => {
+                first_index.insert(name.clone(), kept.len());
+                kept.push((name, value));
+            }
         }
     }
+    *entries = kept;
 }
 
 /// Where an inbound message came from and how often it was tried.
@@ -393,6 +429,23 @@ mod tests {
         assert_eq!(headers.iter().collect::<Vec<_>>(), [("a", "3"), ("b", "2")]);
         assert_eq!(headers.remove("a").as_deref(), Some("3"));
         assert_eq!(headers.len(), 1);
+    }
+
+    #[test]
+    fn a17_building_many_headers_is_linear_and_keeps_the_last_value() {
+        let count = 200_000;
+        let started = std::time::Instant::now();
+        let headers: Headers = (0..count)
+            .map(|i| (format!("h{i}"), "v"))
+            .chain([("h7".to_owned(), "last")])
+            .collect();
+        assert_eq!(headers.len(), count);
+        assert_eq!(headers.get("h7"), Some("last"));
+        assert_eq!(headers.iter().nth(7), Some(("h7", "last")), "first position kept");
+        // Quadratic insertion takes minutes at this size; linear, milliseconds.
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?}", started.elapsed());
+        let small: Headers = [("a", "1"), ("b", "2"), ("a", "3")].into_iter().collect();
+        assert_eq!(small.iter().collect::<Vec<_>>(), [("a", "3"), ("b", "2")]);
     }
 
     #[test]

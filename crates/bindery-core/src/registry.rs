@@ -41,6 +41,10 @@ pub struct BinderFactory {
     pub check_settings: fn(&Value, &str, &mut Vec<Problem>),
     /// Checks `[bindings.NAME.<type>]`, adding problems.
     pub check_binding_options: fn(&Value, &str, &mut Vec<Problem>),
+    /// How long the broker lets a consumer hold one delivery, from checked
+    /// binder settings and binding options; see
+    /// [`BinderProvider::delivery_patience`].
+    pub delivery_patience: fn(&Value, &Value) -> Option<Patience>,
     /// Creates a binder named `name` from checked settings. It must not
     /// connect yet: a broker that is down must not stop the app.
     pub create: CreateBinder,
@@ -82,6 +86,29 @@ pub trait BinderProvider: 'static {
     ) {
         let _ = (options, path, problems);
     }
+
+    /// How long the broker lets a consumer hold one unacknowledged delivery
+    /// before it takes the delivery back (a consumer timeout, a poll
+    /// interval). Validation warns when a binding's worst-case in-process
+    /// back-off is longer, since the message would then be redelivered and
+    /// start its attempts again instead of reaching the dead-letter
+    /// destination. Default: no limit.
+    fn delivery_patience(
+        settings: &Self::Settings,
+        options: &Self::BindingOptions,
+    ) -> Option<Patience> {
+        let _ = (settings, options);
+        None
+    }
+}
+
+/// A broker's limit on how long one delivery may stay unacknowledged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Patience {
+    /// The limit.
+    pub limit: std::time::Duration,
+    /// What sets it, for the warning: "RabbitMQ's consumer_timeout".
+    pub source: &'static str,
 }
 
 impl BinderFactory {
@@ -91,6 +118,7 @@ impl BinderFactory {
             binder_type: P::TYPE,
             check_settings: check_settings::<P>,
             check_binding_options: check_binding_options::<P>,
+            delivery_patience: delivery_patience::<P>,
             create: create::<P>,
         }
     }
@@ -110,6 +138,12 @@ fn check_binding_options<P: BinderProvider>(
     if let Some(options) = read_section::<P::BindingOptions>(Some(value), path, problems) {
         P::check_binding_options(&options, path, problems);
     }
+}
+
+fn delivery_patience<P: BinderProvider>(settings: &Value, options: &Value) -> Option<Patience> {
+    let settings = parse_options::<P::Settings>(settings).ok()?;
+    let options = parse_options::<P::BindingOptions>(options).ok()?;
+    P::delivery_patience(&settings, &options)
 }
 
 fn create<P: BinderProvider>(name: &str, value: &Value) -> Result<Arc<dyn Binder>, BinderError> {
