@@ -31,6 +31,15 @@ pub enum Error {
     /// A binding's task stopped unexpectedly (it panicked).
     #[error("binding task failed: {0}")]
     TaskFailed(String),
+    /// An input binding stopped receiving for good while the app was
+    /// running (its consumer ended); the app stops rather than idle.
+    #[error("input binding `{binding}` ended: {reason}")]
+    BindingEnded {
+        /// The binding's name.
+        binding: String,
+        /// Why it ended.
+        reason: String,
+    },
     /// Shutdown did not finish within `shutdown-timeout`.
     #[error("shutdown did not finish within {0:?}; unacknowledged messages will be redelivered")]
     ShutdownTimeout(std::time::Duration),

@@ -384,6 +384,11 @@ impl RunningApp {
         &self.runtime.wiring
     }
 
+    #[cfg(test)]
+    pub(crate) fn dynamic_sender_for_tests(&self) -> &crate::runtime::DynamicSenderForTests {
+        &self.runtime.dynamic
+    }
+
     /// A handle that asks [`App::run`] (or [`RunningApp::wait`]) to stop.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle(self.requested.clone())

@@ -120,6 +120,11 @@ pub struct ConsumerSettings {
     pub prefetch: usize,
     /// Routing-key patterns (`*` one word, `#` any words). Default `["#"]`.
     pub binding_routing_keys: Vec<String>,
+    /// Longest one invocation may run before it counts as a failed,
+    /// retryable attempt; a lane busy for longer shows in health. Default:
+    /// none (no limit).
+    #[serde(with = "duration::option")]
+    pub invocation_timeout: Option<Duration>,
 }
 
 impl Default for ConsumerSettings {
@@ -133,6 +138,7 @@ impl Default for ConsumerSettings {
             concurrency: 1,
             prefetch: 16,
             binding_routing_keys: vec!["#".to_owned()],
+            invocation_timeout: None,
         }
     }
 }

@@ -724,6 +724,7 @@ impl BindingContext<'_, '_> {
             content_type: common.settings.content_type.clone(),
             consumer: spec,
             retry: retry?,
+            invocation_timeout: consumer.invocation_timeout,
         })
     }
 

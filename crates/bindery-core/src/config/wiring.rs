@@ -74,6 +74,8 @@ pub struct InputPlan {
     pub consumer: ConsumerSpec,
     /// Attempts and back-off.
     pub retry: RetryPolicy,
+    /// Longest one invocation may run; `None` is no limit.
+    pub invocation_timeout: Option<std::time::Duration>,
 }
 
 /// An output binding.

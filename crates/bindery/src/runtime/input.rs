@@ -1,414 +1,339 @@
-//! An input binding: takes deliveries, invokes the function under the retry
-//! policy, publishes outputs, and settles each delivery once its outputs
-//! (or its dead letter) are confirmed.
+//! An input binding: takes deliveries and runs each through the stages of
+//! [`super::pipeline`]; this module only strings them together.
 //!
 //! Invocations within a lane run one after another, so order is kept;
-//! settling runs alongside, so many confirms are in flight at once. With
+//! confirmations are awaited alongside, so many are in flight at once, and
+//! a delivery whose confirmations are already in is settled inline. With
 //! `concurrency > 1` deliveries are spread over lanes by key, so messages
-//! that share a key keep their order.
+//! that share a key keep their order. After a message is handed back for
+//! redelivery, its lane finishes everything in flight before it takes the
+//! next message, so what overtakes the requeued message is bounded by the
+//! confirmations that were in flight (audit A9).
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use bindery_core::binder::{Acknowledger, Binder, Consumer, Delivery, Producer};
-use bindery_core::codec::{Codec, DecodeError};
+use bindery_core::binder::{Acknowledger, Binder, Consumer, Delivery};
 use bindery_core::config::InputPlan;
-use bindery_core::error::{BinderError, Error, FunctionError};
-use bindery_core::function::{Context, Function, Input, Outcome};
+use bindery_core::error::Error;
 use bindery_core::message::Message;
-use bindery_core::policy::{DeadLetter, RetryDecision};
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, warn};
 
-use super::output::{Output, Pending};
+use super::health::BindingWatch;
+use super::pipeline::dead_letter::DeadLetters;
+use super::pipeline::invoke::Invoke;
+use super::pipeline::retry::{Next, Retry};
+use super::pipeline::settle::Settle;
+use super::pipeline::{Confirmations, Disposition, Failure, Settlement, confirm};
 use super::stats::{Counters, Event};
 
-/// What remains to do for one delivery after its function returned:
-/// await confirmations, then ack (or nack).
-type Settlement = BoxFuture<'static, ()>;
-
-/// Everything an input binding needs to process deliveries.
+/// The stages of one input binding.
 pub(crate) struct InputBinding {
     pub(crate) plan: InputPlan,
-    pub(crate) function: Arc<dyn Function>,
-    pub(crate) output: Option<Arc<Output>>,
-    pub(crate) dead_letters: Option<Arc<dyn Producer>>,
-    pub(crate) dead_letter_destination: String,
-    pub(crate) context: Arc<Context>,
+    pub(crate) invoke: Invoke,
+    pub(crate) retry: Retry,
+    pub(crate) dead_letters: DeadLetters,
+    pub(crate) settle: Settle,
     pub(crate) counters: Arc<Counters>,
+    pub(crate) watch: Arc<BindingWatch>,
     pub(crate) shutdown: CancellationToken,
 }
 
+/// A delivery whose outputs are sent and whose confirmations are awaited.
+struct InFlight {
+    confirmations: Confirmations,
+    attempts: u32,
+}
+
 impl InputBinding {
-    fn default_codec(&self) -> Codec {
-        Codec::for_content_type(&self.plan.content_type).unwrap_or(Codec::Json)
-    }
-
-    /// The codec of `message`: its `contentType`, else the binding's.
-    fn codec_of(&self, message: &Message) -> Result<Codec, FunctionError> {
-        match message.content_type() {
-            None => Ok(self.default_codec()),
-            Some(ct) => Codec::for_content_type(ct)
-                .map_err(|e| FunctionError::non_retryable(DecodeError::unsupported("payload", &e))),
-        }
-    }
-
-    /// Processes one delivery through every attempt it gets. Returns the
-    /// settlement to await, or `None` when shutdown interrupted a back-off
-    /// (the delivery was handed back).
-    ///
-    /// The first attempt runs inline; retries and dead-lettering live in a
-    /// boxed slow path, which keeps this future small on the hot path.
-    async fn process(self: &Arc<Self>, delivery: Delivery) -> Option<Settlement> {
-        self.counters.bump(Event::Received);
-        let (message, acker) = delivery.into_parts();
-        let codec = match self.codec_of(&message) {
-            Ok(codec) => codec,
-            Err(error) => return Some(Box::pin(self.give_up(message, acker, error, 1)).await),
-        };
-        match self.attempt(&message, &acker, codec, 1).await {
-            Ok(pending) => self.settle(pending, message, acker, 1).await,
-            Err(error) => Box::pin(self.retry(message, acker, codec, error)).await,
-        }
-    }
-
-    /// After a failed first attempt: retries per the policy, then gives up.
-    async fn retry(
-        self: &Arc<Self>,
-        message: Message,
-        acker: Acknowledger,
-        codec: Codec,
-        mut error: FunctionError,
-    ) -> Option<Settlement> {
-        let mut attempt = 1;
-        loop {
-            match self.plan.retry.decide(attempt, &error) {
-                RetryDecision::RetryAfter(pause) => {
-                    debug!(
-                        binding = %self.plan.binding,
-                        id = %acker.id(),
-                        attempt,
-                        "attempt failed, retrying in {pause:?}: {}",
-                        error.chain_text()
-                    );
-                    tokio::select! {
-                        () = tokio::time::sleep(pause) => {}
-                        () = self.shutdown.cancelled() => {
-                            self.requeue(acker, "shutdown during back-off").await;
-                            return None;
-                        }
-                    }
-                    self.counters.bump(Event::Retried);
-                    attempt += 1;
-                }
-                RetryDecision::Exhausted | RetryDecision::NotRetryable => {
-                    return Some(self.give_up(message, acker, error, attempt).await);
-                }
-            }
-            match self.attempt(&message, &acker, codec, attempt).await {
-                Ok(pending) => return self.settle(pending, message, acker, attempt).await,
-                Err(next) => error = next,
-            }
-        }
-    }
-
-    /// One invocation and the sending of its outputs.
-    async fn attempt(
+    /// Runs the attempts `message` gets until one publishes its outputs
+    /// (returned with the attempt's number) or the message is decided.
+    async fn attempts(
         &self,
         message: &Message,
         acker: &Acknowledger,
-        codec: Codec,
-        attempt: u32,
-    ) -> Result<Pending, FunctionError> {
-        let output_codec = self.output.as_ref().map_or(Codec::Json, |o| o.codec());
-        let input = Input::new(message, codec, attempt, &self.context).with_acknowledger(acker);
-        let outcome = self.function.call(&input, output_codec).await?;
-        let mut pending = Pending::default();
-        match &self.output {
-            Some(output) => output.publish(outcome, Some(message), &mut pending).await?,
-            None if !matches!(outcome, Outcome::Nothing) => {
-                warn!(binding = %self.plan.binding, "the function produced a message but has no output binding; it is dropped");
-            }
-            None => {}
-        }
-        if pending.is_empty() && self.output.is_some() {
-            self.counters.bump(Event::Filtered);
-        }
-        Ok(pending)
-    }
-
-    /// Acks once every output is confirmed. A transient failure hands the
-    /// message back for redelivery; a permanent one (the broker refused or
-    /// could not route an output) is a failure like any other. When every
-    /// confirmation is already in, this settles inline and returns `None`.
-    async fn settle(
-        self: &Arc<Self>,
-        mut pending: Pending,
-        message: Message,
-        acker: Acknowledger,
-        attempts: u32,
-    ) -> Option<Settlement> {
-        let sent = pending.len();
-        match pending.try_now() {
-            Some(Ok(())) => {
-                self.record_sent(sent, &Ok(()));
-                self.ack(acker).await;
-                None
-            }
-            Some(Err(error)) => {
-                let result = Err(error);
-                self.record_sent(sent, &result);
-                let Err(error) = result else { unreachable!() };
-                Some(
-                    self.after_failed_confirmation(error, message, acker, attempts)
-                        .await,
-                )
-            }
-            None => {
-                let this = self.clone();
-                Some(Box::pin(async move {
-                    let result = pending.wait().await;
-                    this.record_sent(sent, &result);
-                    match result {
-                        Ok(()) => this.ack(acker).await,
-                        Err(error) => {
-                            this.after_failed_confirmation(error, message, acker, attempts)
-                                .await
-                                .await
-                        }
-                    }
-                }))
-            }
-        }
-    }
-
-    fn record_sent(&self, sent: usize, result: &Result<(), BinderError>) {
-        if let Some(output) = &self.output {
-            output.record(sent, result);
-        }
-    }
-
-    async fn after_failed_confirmation(
-        self: &Arc<Self>,
-        error: BinderError,
-        message: Message,
-        acker: Acknowledger,
-        attempts: u32,
-    ) -> Settlement {
-        if error.is_transient() {
-            self.requeue(acker, &format!("an output was not confirmed: {error}"))
-                .await;
-            Box::pin(std::future::ready(()))
-        } else {
-            self.give_up(
-                message,
-                acker,
-                FunctionError::non_retryable(error),
-                attempts,
-            )
-            .await
-        }
-    }
-
-    /// After the last attempt: send to the dead-letter destination, or drop.
-    async fn give_up(
-        self: &Arc<Self>,
-        message: Message,
-        acker: Acknowledger,
-        error: FunctionError,
-        attempts: u32,
-    ) -> Settlement {
-        let binding = &self.plan.binding;
-        let Some(dead_letters) = &self.dead_letters else {
-            error!(
-                binding = %binding,
-                id = %acker.id(),
-                attempts,
-                "message dropped (dead-letter is off): {}",
-                error.chain_text()
-            );
-            self.counters.bump(Event::Dropped);
-            return Box::pin(async move {
-                if let Err(e) = acker.nack(false).await {
-                    warn!("could not reject a dropped message: {e}");
+    ) -> Result<InFlight, Disposition> {
+        let mut attempt = 1;
+        loop {
+            let error = match self.invoke.attempt(message, acker, attempt).await {
+                Ok(confirmations) => {
+                    return Ok(InFlight {
+                        confirmations,
+                        attempts: attempt,
+                    });
                 }
-            });
-        };
-        let spec = &self.plan.consumer;
-        let dead_letter = DeadLetter {
-            destination: &spec.destination,
-            group: spec.group.as_deref().unwrap_or_default(),
-            attempts,
-        }
-        .build(&message, &error, &acker);
-        warn!(
-            binding = %binding,
-            id = %acker.id(),
-            attempts,
-            "sending to dead-letter destination `{}`: {}",
-            self.dead_letter_destination,
-            error.chain_text()
-        );
-        let sent = dead_letters.send(dead_letter).await;
-        let this = self.clone();
-        Box::pin(async move {
-            let confirmed = match sent {
-                Ok(confirmation) => confirmation.await,
-                Err(e) => Err(e),
+                Err(Failure::Transient(reason)) => return Err(Disposition::Requeue { reason }),
+                Err(Failure::Function(error)) => error,
             };
-            match confirmed {
-                Ok(()) => {
-                    this.counters.bump(Event::DeadLettered);
-                    this.ack(acker).await;
+            tracing::debug!(binding = %self.plan.binding, id = %acker.id(), attempt, "attempt failed: {}", error.chain_text());
+            match self.retry.after_failure(attempt, &error).await {
+                Next::Attempt(next) => {
+                    self.counters.bump(Event::Retried);
+                    attempt = next;
                 }
-                Err(e) => {
-                    this.requeue(acker, &format!("the dead letter was not confirmed: {e}"))
-                        .await
+                Next::GiveUp => {
+                    return Err(Disposition::DeadLetter {
+                        error,
+                        attempts: attempt,
+                    });
                 }
-            }
-        })
-    }
-
-    async fn ack(&self, acker: Acknowledger) {
-        match acker.ack().await {
-            Ok(()) => self.counters.bump(Event::Acked),
-            Err(e) => {
-                warn!(binding = %self.plan.binding, "ack failed; the broker will redeliver: {e}")
+                Next::Interrupted => {
+                    return Err(Disposition::Requeue {
+                        reason: "shutdown during back-off".into(),
+                    });
+                }
             }
         }
     }
 
-    async fn requeue(&self, acker: Acknowledger, why: &str) {
-        warn!(binding = %self.plan.binding, id = %acker.id(), "handing the message back for redelivery: {why}");
-        self.counters.bump(Event::Requeued);
-        if let Err(e) = acker.nack(true).await {
-            warn!(binding = %self.plan.binding, "nack failed; the broker will redeliver: {e}");
+    /// Waits for the confirmations of `in_flight`, then finishes.
+    async fn confirm_and_finish(
+        self: Arc<Self>,
+        in_flight: InFlight,
+        message: Message,
+        acker: Acknowledger,
+    ) -> bool {
+        let sent = in_flight.confirmations.sent();
+        let outcome = in_flight.confirmations.wait().await;
+        self.record_sent(sent, &outcome);
+        let disposition = confirm::disposition(outcome, in_flight.attempts);
+        self.finish(disposition, &message, acker).await
+    }
+
+    /// Parks a failed message, then settles the delivery. Returns whether
+    /// the delivery was handed back for redelivery.
+    async fn finish(
+        &self,
+        disposition: Disposition,
+        message: &Message,
+        acker: Acknowledger,
+    ) -> bool {
+        let settlement = match disposition {
+            Disposition::Ack => Settlement::Ack,
+            Disposition::Requeue { reason } => Settlement::Requeue { reason },
+            Disposition::DeadLetter { error, attempts } => {
+                self.dead_letters
+                    .park(message, &acker, error, attempts)
+                    .await
+            }
+        };
+        let requeued = matches!(settlement, Settlement::Requeue { .. });
+        self.settle.apply(settlement, acker).await;
+        requeued
+    }
+
+    fn record_sent(&self, sent: usize, outcome: &Result<(), bindery_core::BinderError>) {
+        if let Some(output) = &self.invoke.output {
+            output.record(sent, outcome);
         }
     }
 }
 
-/// Processes deliveries one at a time while settling earlier ones.
+/// Processes deliveries one at a time while confirming earlier ones.
 struct Lane {
     binding: Arc<InputBinding>,
-    settling: FuturesUnordered<Settlement>,
+    index: usize,
+    /// Settlements waiting for confirmations; each says whether it
+    /// requeued its delivery.
+    in_flight: FuturesUnordered<BoxFuture<'static, bool>>,
 }
 
 impl Lane {
-    fn new(binding: Arc<InputBinding>) -> Self {
+    fn new(binding: Arc<InputBinding>, index: usize) -> Self {
         Self {
             binding,
-            settling: FuturesUnordered::new(),
+            index,
+            in_flight: FuturesUnordered::new(),
         }
     }
 
     async fn handle(&mut self, delivery: Delivery) {
-        let processing = self.binding.process(delivery);
-        tokio::pin!(processing);
-        let settlement = loop {
-            tokio::select! {
-                settlement = &mut processing => break settlement,
-                Some(()) = self.settling.next(), if !self.settling.is_empty() => {}
+        let binding = self.binding.clone();
+        binding.counters.bump(Event::Received);
+        let (message, acker) = delivery.into_parts();
+        let mut requeued = false;
+        let attempts = {
+            let _busy = binding.watch.busy(self.index);
+            let attempts = binding.attempts(&message, &acker);
+            tokio::pin!(attempts);
+            loop {
+                tokio::select! {
+                    attempts = &mut attempts => break attempts,
+                    Some(handed_back) = self.in_flight.next(), if !self.in_flight.is_empty() => {
+                        requeued |= handed_back;
+                    }
+                }
             }
         };
-        if let Some(settlement) = settlement {
-            self.settling.push(settlement);
+        let disposition = match attempts {
+            Ok(mut in_flight) => match in_flight.confirmations.try_now() {
+                Some(outcome) => {
+                    binding.record_sent(in_flight.confirmations.sent(), &outcome);
+                    confirm::disposition(outcome, in_flight.attempts)
+                }
+                None => {
+                    let settling = binding
+                        .clone()
+                        .confirm_and_finish(in_flight, message, acker);
+                    self.in_flight.push(Box::pin(settling));
+                    return self.hold_if(requeued).await;
+                }
+            },
+            Err(disposition) => disposition,
+        };
+        requeued |= binding.finish(disposition, &message, acker).await;
+        self.hold_if(requeued).await;
+    }
+
+    /// After a requeue, finishes everything in flight before the next
+    /// delivery is taken, so the requeued message comes back first.
+    async fn hold_if(&mut self, requeued: bool) {
+        if requeued {
+            self.drain().await;
         }
     }
 
     /// Completes when one settlement finishes; never while there are none.
     async fn settle_one(&mut self) {
-        if self.settling.is_empty() {
-            std::future::pending::<()>().await;
+        match self.in_flight.next().await {
+            Some(true) => self.drain().await,
+            Some(false) => {}
+            None => std::future::pending::<()>().await,
         }
-        self.settling.next().await;
     }
 
     async fn drain(&mut self) {
-        while self.settling.next().await.is_some() {}
+        while self.in_flight.next().await.is_some() {}
     }
 }
 
-/// Runs `consumer` until shutdown, then finishes what is in flight.
+/// Runs `consumer` until shutdown, then finishes what is in flight. A
+/// consumer that ends while the app runs is an error the app reports.
 pub(crate) async fn consume(
     binding: Arc<InputBinding>,
     mut consumer: Box<dyn Consumer>,
 ) -> Result<(), Error> {
-    let shutdown = binding.shutdown.clone();
     let concurrency = binding.plan.consumer.concurrency.max(1);
-    if concurrency == 1 {
-        let mut lane = Lane::new(binding.clone());
-        loop {
-            if shutdown.is_cancelled() {
-                break;
-            }
-            if let Some(delivery) = consumer.try_recv() {
-                lane.handle(delivery).await;
-                continue;
-            }
-            tokio::select! {
-                biased;
-                () = shutdown.cancelled() => break,
-                delivery = consumer.recv() => match delivery {
-                    Some(delivery) => lane.handle(delivery).await,
-                    None => break,
-                },
-                () = lane.settle_one() => {}
-            }
-        }
-        let _ = consumer.cancel().await;
-        lane.drain().await;
+    let result = if concurrency == 1 {
+        consume_in_one_lane(&binding, consumer.as_mut()).await
     } else {
-        let capacity = binding.plan.consumer.prefetch.max(1);
-        let mut lanes = Vec::with_capacity(concurrency);
-        let mut workers = Vec::with_capacity(concurrency);
-        for _ in 0..concurrency {
-            let (tx, rx) = mpsc::channel(capacity);
-            lanes.push(tx);
-            workers.push(tokio::spawn(run_lane(Lane::new(binding.clone()), rx)));
-        }
-        let mut next = 0usize;
-        loop {
-            let delivery = match consumer.try_recv() {
-                Some(delivery) if !shutdown.is_cancelled() => delivery,
-                _ => tokio::select! {
-                    biased;
-                    () = shutdown.cancelled() => break,
-                    delivery = consumer.recv() => match delivery {
-                        Some(delivery) => delivery,
-                        None => break,
-                    },
-                },
-            };
-            let lane = match delivery.message().key() {
-                Some(key) => lane_of(key, concurrency),
-                None => {
-                    next = (next + 1) % concurrency;
-                    next
-                }
-            };
-            if lanes[lane].send(delivery).await.is_err() {
-                break;
-            }
-        }
-        let _ = consumer.cancel().await;
-        drop(lanes);
-        for worker in workers {
-            let _ = worker.await;
-        }
-    }
+        consume_in_lanes(&binding, consumer.as_mut(), concurrency).await
+    };
+    let _ = consumer.cancel().await;
     // Dropping the consumer hands back anything still unacknowledged.
     drop(consumer);
-    Ok(())
+    if let Err(Error::BindingEnded { reason, .. } | Error::TaskFailed(reason)) = &result {
+        binding.watch.end(reason.clone());
+    }
+    result
 }
 
+/// The next delivery; `None` at shutdown, an error when the consumer ended.
+async fn next_delivery(
+    binding: &InputBinding,
+    consumer: &mut dyn Consumer,
+) -> Result<Option<Delivery>, Error> {
+    if binding.shutdown.is_cancelled() {
+        return Ok(None);
+    }
+    if let Some(delivery) = consumer.try_recv() {
+        return Ok(Some(delivery));
+    }
+    tokio::select! {
+        biased;
+        () = binding.shutdown.cancelled() => Ok(None),
+        delivery = consumer.recv() => match delivery {
+            Some(delivery) => Ok(Some(delivery)),
+            None if binding.shutdown.is_cancelled() => Ok(None),
+            None => Err(Error::BindingEnded {
+                binding: binding.plan.binding.clone(),
+                reason: "its consumer stopped delivering (cancelled by the broker or the binder)".into(),
+            }),
+        },
+    }
+}
+
+async fn consume_in_one_lane(
+    binding: &Arc<InputBinding>,
+    consumer: &mut dyn Consumer,
+) -> Result<(), Error> {
+    let mut lane = Lane::new(binding.clone(), 0);
+    let result = loop {
+        tokio::select! {
+            next = next_delivery(binding, consumer) => match next {
+                Ok(Some(delivery)) => lane.handle(delivery).await,
+                Ok(None) => break Ok(()),
+                Err(error) => break Err(error),
+            },
+            () = lane.settle_one() => {}
+        }
+    };
+    lane.drain().await;
+    result
+}
+
+/// Spreads deliveries over `concurrency` lane tasks by key. The lanes are
+/// children of this task: aborting it aborts them (audit A20).
+async fn consume_in_lanes(
+    binding: &Arc<InputBinding>,
+    consumer: &mut dyn Consumer,
+    concurrency: usize,
+) -> Result<(), Error> {
+    let capacity = binding.plan.consumer.prefetch.max(1);
+    let mut lanes = Vec::with_capacity(concurrency);
+    let mut workers = JoinSet::new();
+    for index in 0..concurrency {
+        let (tx, rx) = mpsc::channel(capacity);
+        lanes.push(tx);
+        workers.spawn(run_lane(Lane::new(binding.clone(), index), rx));
+    }
+    let mut next_lane = 0usize;
+    let mut result = loop {
+        let delivery = match next_delivery(binding, consumer).await {
+            Ok(Some(delivery)) => delivery,
+            Ok(None) => break Ok(()),
+            Err(error) => break Err(error),
+        };
+        let lane = match delivery.message().key() {
+            Some(key) => lane_of(key, concurrency),
+            None => {
+                next_lane = (next_lane + 1) % concurrency;
+                next_lane
+            }
+        };
+        if lanes[lane].send(delivery).await.is_err() {
+            // The lane is gone: its task says why below.
+            break Ok(());
+        }
+    };
+    drop(lanes);
+    while let Some(joined) = workers.join_next().await {
+        if let Err(join_error) = joined {
+            workers.abort_all();
+            result = Err(Error::TaskFailed(format!(
+                "a lane of binding `{}` failed: {join_error}",
+                binding.plan.binding
+            )));
+        }
+    }
+    result
+}
+
+/// A lane task: takes deliveries until the dispatcher stops or shutdown
+/// comes. Deliveries still queued at shutdown are not processed; they go
+/// back to the broker with the consumer.
 async fn run_lane(mut lane: Lane, mut deliveries: mpsc::Receiver<Delivery>) {
+    let shutdown = lane.binding.shutdown.clone();
     loop {
         tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
             delivery = deliveries.recv() => match delivery {
                 Some(delivery) => lane.handle(delivery).await,
                 None => break,
@@ -425,8 +350,7 @@ fn lane_of(key: &[u8], lanes: usize) -> usize {
     (hasher.finish() % lanes as u64) as usize
 }
 
-/// Binds what an input binding needs, in order: its output, its
-/// dead-letter destination, then its consumer.
+/// Binds the consumer of an input binding, retrying while the broker is away.
 pub(crate) async fn bind_consumer(
     binder: &Arc<dyn Binder>,
     binding: &InputBinding,

@@ -3,8 +3,10 @@
 
 mod bind;
 mod binders;
+mod health;
 mod input;
 mod output;
+mod pipeline;
 pub(crate) mod redrive;
 mod sender;
 mod source;
@@ -15,17 +17,26 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bindery_core::binder::{Binder, Health};
+use bindery_core::codec::Codec;
 use bindery_core::config::{FunctionPlan, OutputPlan, Wiring};
 use bindery_core::error::Error;
 use bindery_core::function::{Composed, Context, Function, FunctionRegistry, Sender};
+use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 pub(crate) use binders::Binders;
+use health::BindingWatch;
 use input::InputBinding;
 use output::Output;
+use pipeline::dead_letter::{DeadLetters, Origin};
+use pipeline::invoke::Invoke;
+use pipeline::retry::Retry;
+use pipeline::settle::Settle;
+#[cfg(test)]
+pub(crate) use sender::DynamicSender as DynamicSenderForTests;
 use source::Source;
 use stats::{Registry, Stats};
 
@@ -36,8 +47,14 @@ pub(crate) struct Runtime {
     pub(crate) stats: Arc<Registry>,
     pub(crate) context: Arc<Context>,
     shutdown: CancellationToken,
+    /// Cancelled once the inputs have drained: the dynamic sender keeps
+    /// working for the messages still in flight until then (audit A10).
+    sender_closed: CancellationToken,
     tasks: JoinSet<Result<(), Error>>,
     unbound_inputs: watch::Receiver<usize>,
+    watches: Arc<Mutex<Vec<Arc<BindingWatch>>>>,
+    #[cfg(test)]
+    pub(crate) dynamic: Arc<sender::DynamicSender>,
 }
 
 /// Shared by the tasks of one runtime.
@@ -48,6 +65,7 @@ struct Shared {
     context: Arc<Context>,
     shutdown: CancellationToken,
     unbound_inputs: watch::Sender<usize>,
+    watches: Arc<Mutex<Vec<Arc<BindingWatch>>>>,
 }
 
 impl Runtime {
@@ -63,25 +81,28 @@ impl Runtime {
         let binders = Arc::new(Binders::create(&wiring, provided)?);
         let stats = Arc::new(Registry::default());
         let shutdown = CancellationToken::new();
-        context.set_sender(Sender::new(Arc::new(sender::DynamicSender {
-            wiring: wiring.clone(),
-            binders: binders.clone(),
-            stats: stats.clone(),
-            shutdown: shutdown.clone(),
-            outputs: Default::default(),
-        })));
+        let sender_closed = CancellationToken::new();
+        let dynamic = Arc::new(sender::DynamicSender::new(
+            wiring.clone(),
+            binders.clone(),
+            stats.clone(),
+            sender_closed.clone(),
+        ));
+        context.set_sender(Sender::new(dynamic.clone()));
         let inputs = wiring
             .functions
             .iter()
             .filter(|f| f.input.is_some())
             .count();
         let (unbound_tx, unbound_inputs) = watch::channel(inputs);
+        let watches = Arc::new(Mutex::new(Vec::new()));
         let shared = Shared {
             binders: binders.clone(),
             stats: stats.clone(),
             context: Arc::new(context),
             shutdown: shutdown.clone(),
             unbound_inputs: unbound_tx,
+            watches: watches.clone(),
         };
         let mut tasks = JoinSet::new();
         for plan in &wiring.functions {
@@ -105,8 +126,12 @@ impl Runtime {
             stats,
             context: shared.context,
             shutdown,
+            sender_closed,
             tasks,
             unbound_inputs,
+            watches,
+            #[cfg(test)]
+            dynamic,
         })
     }
 
@@ -116,11 +141,14 @@ impl Runtime {
         let _ = unbound.wait_for(|n| *n == 0).await;
     }
 
-    /// Whether every binding is bound and every binder up.
+    /// Whether every binding is bound and working and every binder up.
     pub(crate) fn health(&self) -> Health {
         let unbound = *self.unbound_inputs.borrow();
         if unbound > 0 {
             return Health::Down(format!("{unbound} input binding(s) not bound yet"));
+        }
+        if let Some(problem) = self.watches.lock().iter().find_map(|w| w.problem()) {
+            return Health::Down(problem);
         }
         match self.binders.health().into_iter().next() {
             None => Health::Up,
@@ -174,6 +202,7 @@ impl Runtime {
             while self.tasks.join_next().await.is_some() {}
             first_error.get_or_insert(Error::ShutdownTimeout(timeout));
         }
+        self.sender_closed.cancel();
         // Flushing and closing share what is left of the same budget; a
         // binder that overruns it leaves unconfirmed work to redelivery.
         if tokio::time::timeout_at(deadline, self.binders.shutdown())
@@ -242,7 +271,7 @@ async fn run_input(
     };
     let spec = &input.consumer;
     let dead_letter_destination = binder.dead_letter_destination(spec);
-    let dead_letters = if spec.dead_letter {
+    let dead_letter_producer = if spec.dead_letter {
         let what = format!(
             "dead-letter destination `{dead_letter_destination}` of `{}`",
             input.binding
@@ -258,14 +287,42 @@ async fn run_input(
     } else {
         None
     };
+    let counters = shared.stats.binding(&input.binding);
+    let watch = Arc::new(BindingWatch::new(
+        &input.binding,
+        spec.concurrency,
+        input.invocation_timeout,
+    ));
+    shared.watches.lock().push(watch.clone());
+    let origin = Origin {
+        binding: &input.binding,
+        destination: &spec.destination,
+        group: spec.group.as_deref().unwrap_or_default(),
+    };
     let binding = Arc::new(InputBinding {
-        counters: shared.stats.binding(&input.binding),
+        invoke: Invoke {
+            binding: input.binding.clone(),
+            function,
+            output,
+            context: shared.context.clone(),
+            default_codec: Codec::for_content_type(&input.content_type).unwrap_or(Codec::Json),
+            timeout: input.invocation_timeout,
+            counters: counters.clone(),
+            shutdown: shared.shutdown.clone(),
+        },
+        retry: Retry::new(input.retry, shared.shutdown.clone()),
+        dead_letters: DeadLetters::new(
+            dead_letter_producer,
+            dead_letter_destination,
+            origin,
+            counters.clone(),
+            watch.clone(),
+            shared.shutdown.clone(),
+        ),
+        settle: Settle::new(&input.binding, counters.clone()),
+        counters,
+        watch,
         plan: input.clone(),
-        function,
-        output,
-        dead_letters,
-        dead_letter_destination,
-        context: shared.context.clone(),
         shutdown: shared.shutdown.clone(),
     });
     let Some(consumer) = input::bind_consumer(&binder, &binding).await? else {

@@ -1,19 +1,28 @@
 //! An output binding: turns function outcomes into messages and hands them
-//! to the producer in order, keeping their confirmations.
+//! to the producer in order, collecting their confirmations.
 
 use std::borrow::Cow;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use bindery_core::binder::{Confirmation, Producer};
 use bindery_core::codec::{Codec, DEFAULT_CONTENT_TYPE};
 use bindery_core::config::OutputPlan;
-use bindery_core::error::{BinderError, FunctionError};
+use bindery_core::error::{BinderError, BinderErrorKind, FunctionError};
 use bindery_core::function::Outcome;
 use bindery_core::message::{Headers, Message, names};
+use bindery_core::template::TemplateError;
 use futures::{FutureExt, StreamExt};
-use smallvec::SmallVec;
+use tokio_util::sync::CancellationToken;
 
+use super::pipeline::invoke::{classify, panicked};
+use super::pipeline::{Confirmations, Failure};
 use super::stats::{Counters, Event};
+
+/// Most unconfirmed outputs one input (or one source) keeps in flight: a
+/// function returning a long stream waits for older confirmations rather
+/// than holding an unbounded number (audit A15).
+pub(crate) const CONFIRM_WINDOW: usize = 1024;
 
 /// A bound output.
 pub(crate) struct Output {
@@ -25,6 +34,40 @@ pub(crate) struct Output {
     /// other header (cloning it costs a reference count).
     content_type_only: Headers,
     counters: Arc<Counters>,
+}
+
+/// Why one message could not be handed to the producer.
+#[derive(Debug)]
+pub(crate) enum SendFailure {
+    /// The binder refused the send.
+    Binder(BinderError),
+    /// A routing-key or partition-key template could not be rendered.
+    Template(TemplateError),
+}
+
+impl SendFailure {
+    /// The failure as the pipeline sees it: a transient binder error hands
+    /// the input back without using an attempt (audit A19); anything else
+    /// is a failure of this message, not retried.
+    pub(crate) fn into_failure(self) -> Failure {
+        match self {
+            SendFailure::Binder(error) if error.is_transient() => {
+                Failure::Transient(format!("an output could not be sent: {error}"))
+            }
+            SendFailure::Binder(error) => Failure::Function(FunctionError::non_retryable(error)),
+            SendFailure::Template(error) => Failure::Function(FunctionError::non_retryable(error)),
+        }
+    }
+
+    /// The failure as a binder error, for the dynamic sender's caller.
+    pub(crate) fn into_binder_error(self) -> BinderError {
+        match self {
+            SendFailure::Binder(error) => error,
+            SendFailure::Template(error) => {
+                BinderError::new(BinderErrorKind::InvalidOptions, error.to_string())
+            }
+        }
+    }
 }
 
 impl Output {
@@ -58,6 +101,11 @@ impl Output {
         &self.plan.binding
     }
 
+    /// The producer, to flush it.
+    pub(crate) fn producer(&self) -> &Arc<dyn Producer> {
+        &self.producer
+    }
+
     /// Records the outcome of `sent` messages once their confirmations are in.
     pub(crate) fn record(&self, sent: usize, result: &Result<(), BinderError>) {
         let event = if result.is_ok() {
@@ -69,43 +117,80 @@ impl Output {
     }
 
     /// Sends what `outcome` holds, in order, adding each confirmation to
-    /// `pending`. `inbound` is the message the outcome answers, whose
-    /// headers a bare payload inherits.
+    /// `confirmations`. `inbound` is the message the outcome answers, whose
+    /// headers a bare payload inherits. A stream is read until it ends, an
+    /// output fails, or shutdown comes; at most [`CONFIRM_WINDOW`] of its
+    /// outputs wait for confirmation at once.
     pub(crate) async fn publish(
         &self,
         outcome: Outcome,
         inbound: Option<&Message>,
-        pending: &mut Pending,
-    ) -> Result<(), FunctionError> {
+        confirmations: &mut Confirmations,
+        shutdown: &CancellationToken,
+    ) -> Result<(), Failure> {
         match outcome {
             Outcome::Nothing => Ok(()),
             Outcome::Payload(bytes) => {
                 let headers = inbound
                     .map(|m| m.headers().inheritable())
                     .unwrap_or_default();
-                self.send(Message::new(bytes).with_headers(headers), pending)
+                let message = Message::new(bytes).with_headers(headers);
+                self.send_to(message, confirmations)
                     .await
+                    .map_err(SendFailure::into_failure)
             }
-            Outcome::Message(message) => self.send(message, pending).await,
+            Outcome::Message(message) => self
+                .send_to(message, confirmations)
+                .await
+                .map_err(SendFailure::into_failure),
             Outcome::Stream(mut stream) => {
-                while let Some(item) = stream.next().await {
-                    Box::pin(self.publish(item?, inbound, pending)).await?;
+                loop {
+                    if shutdown.is_cancelled() {
+                        return Err(Failure::Transient(
+                            "shutdown interrupted a stream of outputs".into(),
+                        ));
+                    }
+                    let item = match AssertUnwindSafe(stream.next()).catch_unwind().await {
+                        Ok(Some(item)) => item,
+                        Ok(None) => return Ok(()),
+                        Err(panic) => return Err(Failure::Function(panicked(panic))),
+                    };
+                    let outcome = item.map_err(classify)?;
+                    Box::pin(self.publish(outcome, inbound, confirmations, shutdown)).await?;
+                    while confirmations.waiting() >= CONFIRM_WINDOW {
+                        confirmations.wait_oldest().await;
+                    }
+                    if confirmations.has_failed() {
+                        // The input fails anyway; the confirm stage says how.
+                        return Ok(());
+                    }
                 }
-                Ok(())
             }
         }
     }
 
-    /// Sends one message outside a function call (dynamic sender).
-    pub(crate) async fn send_now(&self, message: Message) -> Result<(), BinderError> {
-        let mut pending = Pending::default();
-        self.send(message, &mut pending)
-            .await
-            .map_err(|e| BinderError::new(bindery_core::BinderErrorKind::Other, e.chain_text()))?;
-        pending.wait().await
+    /// Sends one message and waits for its confirmation (dynamic sender,
+    /// sources).
+    pub(crate) async fn send_confirmed(&self, message: Message) -> Result<(), SendFailure> {
+        let mut confirmations = Confirmations::default();
+        self.send_to(message, &mut confirmations).await?;
+        let result = confirmations.wait().await;
+        self.record(1, &result);
+        result.map_err(SendFailure::Binder)
     }
 
-    async fn send(&self, mut message: Message, pending: &mut Pending) -> Result<(), FunctionError> {
+    async fn send_to(
+        &self,
+        message: Message,
+        confirmations: &mut Confirmations,
+    ) -> Result<(), SendFailure> {
+        confirmations.push(self.send(message).await?);
+        Ok(())
+    }
+
+    /// Hands one message to the producer, adding the binding's content type
+    /// and keys; returns its confirmation.
+    pub(crate) async fn send(&self, mut message: Message) -> Result<Confirmation, SendFailure> {
         if message.headers().is_empty() {
             *message.headers_mut() = self.content_type_only.clone();
         } else if message.content_type().is_none() {
@@ -115,37 +200,21 @@ impl Output {
         }
         if message.routing_key().is_none() {
             if let Some(template) = &self.plan.routing_key {
-                let key = template
-                    .render(&message)
-                    .map_err(FunctionError::non_retryable)?;
+                let key = template.render(&message).map_err(SendFailure::Template)?;
                 message.set_routing_key(Some(key));
             }
         }
         if message.key().is_none() {
             if let Some(template) = &self.plan.partition_key {
-                let key = template
-                    .render(&message)
-                    .map_err(FunctionError::non_retryable)?;
+                let key = template.render(&message).map_err(SendFailure::Template)?;
                 message.set_key(Some(key.into()));
             }
         }
-        match self.producer.send(message).await {
-            Ok(confirmation) => {
-                pending.push(confirmation);
-                Ok(())
-            }
-            Err(error) => {
-                self.counters.bump(Event::Failed);
-                Err(send_failure(error))
-            }
-        }
+        self.producer.send(message).await.map_err(|error| {
+            self.counters.bump(Event::Failed);
+            SendFailure::Binder(error)
+        })
     }
-}
-
-/// A send error as the retry policy sees it: transient ones may be retried.
-pub(crate) fn send_failure(error: BinderError) -> FunctionError {
-    let retryable = error.is_transient();
-    FunctionError::new(error).with_retryable(retryable)
 }
 
 /// Avoids an allocation per message for the usual content types.
@@ -158,52 +227,5 @@ fn static_content_type(content_type: &str) -> Cow<'static, str> {
     match KNOWN.iter().find(|k| **k == content_type) {
         Some(known) => Cow::Borrowed(known),
         None => Cow::Owned(content_type.to_owned()),
-    }
-}
-
-/// Confirmations still to come for the outputs of one input message.
-#[derive(Default)]
-pub(crate) struct Pending {
-    confirmations: SmallVec<[Confirmation; 1]>,
-}
-
-impl Pending {
-    fn push(&mut self, confirmation: Confirmation) {
-        self.confirmations.push(confirmation);
-    }
-
-    /// Whether nothing was sent.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.confirmations.is_empty()
-    }
-
-    /// How many messages were sent.
-    pub(crate) fn len(&self) -> usize {
-        self.confirmations.len()
-    }
-
-    /// The outcome, if every confirmation is already in (always so on the
-    /// memory binder): saves boxing a settlement per message.
-    pub(crate) fn try_now(&mut self) -> Option<Result<(), BinderError>> {
-        let mut result = Ok(());
-        while let Some(confirmation) = self.confirmations.last_mut() {
-            let outcome = confirmation.now_or_never()?;
-            self.confirmations.pop();
-            if let (Ok(()), Err(error)) = (&result, outcome) {
-                result = Err(error);
-            }
-        }
-        Some(result)
-    }
-
-    /// Waits for every confirmation; the first failure wins.
-    pub(crate) async fn wait(self) -> Result<(), BinderError> {
-        let mut first_error = None;
-        for confirmation in self.confirmations {
-            if let Err(error) = confirmation.await {
-                first_error.get_or_insert(error);
-            }
-        }
-        first_error.map_or(Ok(()), Err)
     }
 }
