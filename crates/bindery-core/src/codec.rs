@@ -6,10 +6,12 @@
 //! Spring passes `byte[]` and `String`; other types go through serde.
 
 use std::any::{Any, type_name};
+use std::fmt;
 
 use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::ser::Impossible;
 
 /// The content type used when neither the message nor the binding names one.
 pub const DEFAULT_CONTENT_TYPE: &str = "application/json";
@@ -77,9 +79,14 @@ impl Codec {
         }
     }
 
-    /// Encodes `value`; `None` means "no message" (the value was `()` or a
-    /// `None`, which Spring treats as a filtered output).
+    /// Encodes `value`; `None` means "no message": the value was `()` or an
+    /// `Option::None`, which Spring treats as a filtered output. Which it is
+    /// follows from the value's type, never from its JSON text: a unit
+    /// struct or `serde_json::Value::Null` is a message `null` (audit A21).
     pub fn encode<T: Serialize + 'static>(self, value: T) -> Result<Option<Bytes>, EncodeError> {
+        if is_option_none(&value) {
+            return Ok(None);
+        }
         let mut slot = Some(value);
         if let Some(raw) = encode_raw(&mut slot) {
             return Ok(raw);
@@ -98,15 +105,148 @@ impl Codec {
             ));
         }
         let json = serde_json::to_vec(&value).map_err(|e| fail(e.to_string()))?;
-        if json == b"null" {
-            return Ok(None);
-        }
         if self == Codec::Text && json.first() == Some(&b'"') {
             // A string-like value (an enum variant, a newtype): write the text itself.
             let text: String = serde_json::from_slice(&json).map_err(|e| fail(e.to_string()))?;
             return Ok(Some(Bytes::from(text)));
         }
         Ok(Some(Bytes::from(json)))
+    }
+}
+
+/// Whether `value` is an `Option::None` (at the top: `Some(None)` is a
+/// value), asked of its `Serialize` impl: `None` is the only value that
+/// serializes through `serialize_none` first.
+fn is_option_none<T: Serialize + ?Sized>(value: &T) -> bool {
+    value.serialize(NoneProbe).unwrap_or(false)
+}
+
+/// A serializer that only tells whether it was handed `None`.
+struct NoneProbe;
+
+/// Anything but a plain value: not `None`.
+#[derive(Debug)]
+struct NotNone;
+
+impl fmt::Display for NotNone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("not None")
+    }
+}
+
+impl std::error::Error for NotNone {}
+
+impl serde::ser::Error for NotNone {
+    fn custom<M: fmt::Display>(_: M) -> Self {
+        NotNone
+    }
+}
+
+macro_rules! not_none {
+    ($($method:ident($($ty:ty),*)),* $(,)?) => {
+        $(fn $method(self, $(_: $ty),*) -> Result<bool, NotNone> { Ok(false) })*
+    };
+}
+
+impl serde::Serializer for NoneProbe {
+    type Ok = bool;
+    type Error = NotNone;
+    type SerializeSeq = Impossible<bool, NotNone>;
+    type SerializeTuple = Impossible<bool, NotNone>;
+    type SerializeTupleStruct = Impossible<bool, NotNone>;
+    type SerializeTupleVariant = Impossible<bool, NotNone>;
+    type SerializeMap = Impossible<bool, NotNone>;
+    type SerializeStruct = Impossible<bool, NotNone>;
+    type SerializeStructVariant = Impossible<bool, NotNone>;
+
+    not_none!(
+        serialize_bool(bool),
+        serialize_i8(i8),
+        serialize_i16(i16),
+        serialize_i32(i32),
+        serialize_i64(i64),
+        serialize_u8(u8),
+        serialize_u16(u16),
+        serialize_u32(u32),
+        serialize_u64(u64),
+        serialize_f32(f32),
+        serialize_f64(f64),
+        serialize_char(char),
+        serialize_str(&str),
+        serialize_bytes(&[u8]),
+        serialize_unit(),
+        serialize_unit_struct(&'static str),
+        serialize_unit_variant(&'static str, u32, &'static str),
+    );
+
+    fn serialize_none(self) -> Result<bool, NotNone> {
+        Ok(true)
+    }
+
+    fn serialize_some<T: Serialize + ?Sized>(self, _: &T) -> Result<bool, NotNone> {
+        Ok(false)
+    }
+
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        _: &T,
+    ) -> Result<bool, NotNone> {
+        Ok(false)
+    }
+
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: &T,
+    ) -> Result<bool, NotNone> {
+        Ok(false)
+    }
+
+    fn serialize_seq(self, _: Option<usize>) -> Result<Self::SerializeSeq, NotNone> {
+        Err(NotNone)
+    }
+
+    fn serialize_tuple(self, _: usize) -> Result<Self::SerializeTuple, NotNone> {
+        Err(NotNone)
+    }
+
+    fn serialize_tuple_struct(
+        self,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeTupleStruct, NotNone> {
+        Err(NotNone)
+    }
+
+    fn serialize_tuple_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeTupleVariant, NotNone> {
+        Err(NotNone)
+    }
+
+    fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap, NotNone> {
+        Err(NotNone)
+    }
+
+    fn serialize_struct(self, _: &'static str, _: usize) -> Result<Self::SerializeStruct, NotNone> {
+        Err(NotNone)
+    }
+
+    fn serialize_struct_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeStructVariant, NotNone> {
+        Err(NotNone)
     }
 }
 
@@ -244,6 +384,22 @@ mod tests {
             .decode::<Order>(&Bytes::from_static(b"{"))
             .unwrap_err();
         assert!(error.to_string().contains("Order"), "{error}");
+    }
+
+    #[test]
+    fn a21_only_none_and_unit_filter_never_a_value_that_is_json_null() {
+        #[derive(Serialize)]
+        struct Done;
+        assert_eq!(Codec::Json.encode(None::<u32>).unwrap(), None);
+        assert_eq!(Codec::Json.encode(()).unwrap(), None);
+        let null = Some(Bytes::from_static(b"null"));
+        assert_eq!(Codec::Json.encode(Done).unwrap(), null);
+        assert_eq!(Codec::Json.encode(serde_json::Value::Null).unwrap(), null);
+        assert_eq!(Codec::Json.encode(Some(None::<u32>)).unwrap(), null);
+        assert_eq!(
+            Codec::Json.encode(Some(3u32)).unwrap(),
+            Some(Bytes::from_static(b"3"))
+        );
     }
 
     #[test]

@@ -30,12 +30,16 @@ pub mod names {
     pub const EXCEPTION_PREFIX: &str = "x-exception-";
     /// Prefix of the headers that say where a dead letter came from.
     pub const ORIGINAL_PREFIX: &str = "x-original-";
+    /// The redrive run that moved a dead letter back, so the run stops when
+    /// the same message comes back to the dead-letter destination.
+    pub const REDRIVE_RUN: &str = "x-bindery-redrive";
 
     /// Whether a header describes the transport of one message rather than
     /// its content, so an output must not inherit it from its input.
     pub fn is_transport(name: &str) -> bool {
         name == CONTENT_TYPE
             || name == DELIVERY_ATTEMPTS
+            || name == REDRIVE_RUN
             || name.starts_with(EXCEPTION_PREFIX)
             || name.starts_with(ORIGINAL_PREFIX)
             || name == "x-death"

@@ -536,6 +536,8 @@ fn report_misplaced_keys(table: &mut Map<String, Value>, path: &str, problems: &
 struct Common {
     settings: BindingSettings,
     binder: String,
+    binder_type: String,
+    binder_settings: Value,
     destination: String,
     options: Value,
 }
@@ -654,6 +656,8 @@ impl BindingContext<'_, '_> {
         Some(Common {
             settings,
             binder,
+            binder_type: plan.binder_type.clone(),
+            binder_settings: plan.settings.clone(),
             destination,
             options,
         })
@@ -690,6 +694,18 @@ impl BindingContext<'_, '_> {
                 format!("concurrency {} exceeds prefetch {}: at most {} messages can be in process at once", consumer.concurrency, consumer.prefetch, consumer.prefetch),
             ));
         }
+        if consumer.invocation_timeout == Some(std::time::Duration::ZERO) {
+            self.problems.push(
+                Problem::new(
+                    join(&consumer_path, "invocation-timeout"),
+                    "invocation-timeout must be above zero",
+                )
+                .hint("leave it out for no limit"),
+            );
+        }
+        if let Some(retry) = &retry {
+            self.warn_if_impatient(&common, retry, &consumer_path);
+        }
         if consumer.binding_routing_keys.is_empty() {
             self.problems.push(
                 Problem::new(
@@ -703,8 +719,11 @@ impl BindingContext<'_, '_> {
         let dead_letter = match (consumer.dead_letter, &group) {
             (Some(true), None) => {
                 self.problems.push(
-                    Problem::new(join(&consumer_path, "dead-letter"), format!("binding `{name}` has dead-letter on but no group"))
-                        .hint("dead-letter destinations are named after the group (`<destination>.<group>.dlq`); set a group"),
+                    Problem::new(
+                        join(&consumer_path, "dead-letter"),
+                        format!("binding `{name}` has dead-letter on but no group"),
+                    )
+                    .hint("a dead-letter destination belongs to a group; set a group"),
                 );
                 false
             }
@@ -726,6 +745,37 @@ impl BindingContext<'_, '_> {
             retry: retry?,
             invocation_timeout: consumer.invocation_timeout,
         })
+    }
+
+    /// Warns when a message's worst-case in-process back-off outlasts how
+    /// long the broker lets a delivery stay unacknowledged: the broker would
+    /// take it back and its attempts would start again instead of ending in
+    /// the dead-letter destination (audit A14).
+    fn warn_if_impatient(&mut self, common: &Common, retry: &RetryPolicy, consumer_path: &str) {
+        let Some(factory) = self.catalog.factory(&common.binder_type) else {
+            return;
+        };
+        let Some(patience) = (factory.delivery_patience)(&common.binder_settings, &common.options)
+        else {
+            return;
+        };
+        let worst: std::time::Duration = (1..retry.max_attempts())
+            .map(|attempt| retry.backoff().delay(attempt))
+            .sum();
+        if worst > patience.limit {
+            self.warnings.push(
+                Problem::new(
+                    consumer_path.to_owned(),
+                    format!(
+                        "a failing message may wait {worst:?} in back-off across {} attempts, longer than {} ({:?}): the broker would redeliver it and its attempts would start again",
+                        retry.max_attempts(),
+                        patience.source,
+                        patience.limit
+                    ),
+                )
+                .hint("lower max-attempts or back-off-max-interval, or raise the broker's limit"),
+            );
+        }
     }
 
     fn output(&mut self, name: &str, table: Option<&Map<String, Value>>) -> Option<OutputPlan> {

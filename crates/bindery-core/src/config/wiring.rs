@@ -30,8 +30,10 @@ pub struct Wiring {
     pub warnings: Vec<Problem>,
 }
 
-/// A binder to create.
-#[derive(Clone, Debug)]
+/// A binder to create. Its `Debug` shows the names of its settings, never
+/// their values, which may hold secrets after `${VAR}` substitution (audit
+/// A18).
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct BinderPlan {
     /// Its name in `[binders.NAME]` (or `memory` for the built-in one).
@@ -94,6 +96,22 @@ pub struct OutputPlan {
     pub routing_key: Option<KeyTemplate>,
     /// Key template.
     pub partition_key: Option<KeyTemplate>,
+}
+
+impl fmt::Debug for BinderPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let keys: Vec<&str> = self
+            .settings
+            .as_object()
+            .map(|settings| settings.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        f.debug_struct("BinderPlan")
+            .field("name", &self.name)
+            .field("binder_type", &self.binder_type)
+            .field("settings", &keys)
+            .field("provided", &self.provided)
+            .finish()
+    }
 }
 
 impl Wiring {
@@ -200,4 +218,28 @@ fn write_output(f: &mut fmt::Formatter<'_>, output: &OutputPlan, binder_type: &s
         write!(f, " partition-key={}", key.as_str())?;
     }
     writeln!(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a18_a_binder_plan_never_shows_its_setting_values() {
+        let plan = BinderPlan {
+            name: "rabbit".into(),
+            binder_type: "rabbitmq".into(),
+            settings: serde_json::json!({
+                "uri": "amqp://guest:s3cr3t@127.0.0.1:5672/%2f",
+                "properties": { "sasl.password": "hunter2" },
+            }),
+            provided: false,
+        };
+        let shown = format!("{plan:?}");
+        assert!(
+            !shown.contains("s3cr3t") && !shown.contains("hunter2"),
+            "{shown}"
+        );
+        assert!(shown.contains("uri"), "{shown}");
+    }
 }

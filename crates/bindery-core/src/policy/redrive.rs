@@ -3,13 +3,23 @@
 use crate::message::{Message, names};
 
 /// Removes what the failure added: every `x-exception-*` header and the
-/// attempt count, so the message starts afresh. The `x-original-*` headers
+/// attempt count, so the message starts afresh, and marks it as moved by
+/// redrive run `run` ([`names::REDRIVE_RUN`]). The `x-original-*` headers
 /// stay as a record of where it has been.
-pub fn prepare(mut message: Message) -> Message {
+pub fn prepare(mut message: Message, run: &str) -> Message {
     message.headers_mut().retain(|name, _| {
         !name.starts_with(names::EXCEPTION_PREFIX) && name != names::DELIVERY_ATTEMPTS
     });
     message
+        .headers_mut()
+        .insert(names::REDRIVE_RUN, run.to_owned());
+    message
+}
+
+/// Whether `message` was moved back by redrive run `run` and failed again:
+/// the run has then gone through what the dead-letter destination held.
+pub fn moved_by(message: &Message, run: &str) -> bool {
+    message.headers().get(names::REDRIVE_RUN) == Some(run)
 }
 
 #[cfg(test)]
@@ -25,8 +35,13 @@ mod tests {
             .with_header(names::DELIVERY_ATTEMPTS, "3")
             .with_header(names::ORIGINAL_DESTINATION, "orders")
             .with_header("trace-id", "t1");
-        let prepared = prepare(message);
+        let prepared = prepare(message, "run-1");
         let names: Vec<&str> = prepared.headers().iter().map(|(n, _)| n).collect();
-        assert_eq!(names, ["x-original-destination", "trace-id"]);
+        assert_eq!(
+            names,
+            ["x-original-destination", "trace-id", "x-bindery-redrive"]
+        );
+        assert!(moved_by(&prepared, "run-1"));
+        assert!(!moved_by(&prepared, "run-2"));
     }
 }

@@ -1,4 +1,9 @@
 //! Redrive: moves dead letters back in front of their group.
+//!
+//! A run ends when the dead-letter destination is idle, at its limit, or
+//! when a message it moved comes back (it failed again): so it ends even
+//! while the consumers still fail, instead of moving the same messages in
+//! a loop (audit A11). Each moved message carries the run's id.
 
 use std::time::Duration;
 
@@ -47,6 +52,7 @@ pub(crate) async fn run(
     let source = binder.dead_letter_destination(spec);
     let mut dead_letters = binder.bind_dead_letter_consumer(spec).await?;
     let producer = binder.bind_redrive_producer(spec).await?;
+    let run = run_id();
     let mut moved = 0;
     let mut wait = FIRST_WAIT;
     while limit.is_none_or(|limit| moved < limit) {
@@ -54,7 +60,15 @@ pub(crate) async fn run(
             break;
         };
         let (message, acker) = delivery.into_parts();
-        producer.send(redrive::prepare(message)).await?.await?;
+        if redrive::moved_by(&message, &run) {
+            info!("redrive: a message moved by this run is back in `{source}`; stopping");
+            acker.nack(true).await?;
+            break;
+        }
+        producer
+            .send(redrive::prepare(message, &run))
+            .await?
+            .await?;
         acker.ack().await?;
         moved += 1;
         wait = IDLE_WAIT;
@@ -66,4 +80,12 @@ pub(crate) async fn run(
         spec.group.as_deref().unwrap_or_default()
     );
     Ok(moved)
+}
+
+/// An id unique to this redrive run.
+fn run_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{}-{nanos:x}", std::process::id())
 }
