@@ -55,7 +55,7 @@ impl Counters {
         self.add(event, 1);
     }
 
-    fn snapshot(&self) -> BindingStats {
+    pub(crate) fn snapshot(&self) -> BindingStats {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         BindingStats {
             received: get(&self.received),

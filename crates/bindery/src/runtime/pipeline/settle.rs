@@ -58,3 +58,63 @@ impl Settle {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bindery_core::binder::{Delivery, DeliveryHandle};
+    use bindery_core::error::BinderError;
+    use bindery_core::message::Message;
+    use bytes::Bytes;
+    use futures::future::BoxFuture;
+    use parking_lot::Mutex;
+
+    use super::*;
+
+    /// Records how it was settled.
+    struct Recorder(Arc<Mutex<Vec<&'static str>>>);
+
+    impl DeliveryHandle for Recorder {
+        fn ack(self: Box<Self>) -> BoxFuture<'static, Result<(), BinderError>> {
+            self.0.lock().push("ack");
+            Box::pin(async { Ok(()) })
+        }
+        fn nack(self: Box<Self>, requeue: bool) -> BoxFuture<'static, Result<(), BinderError>> {
+            self.0
+                .lock()
+                .push(if requeue { "requeue" } else { "reject" });
+            Box::pin(async { Ok(()) })
+        }
+        fn id(&self) -> String {
+            "1".into()
+        }
+    }
+
+    #[tokio::test]
+    async fn each_settlement_is_carried_out_once_and_counted() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let counters = Arc::new(Counters::default());
+        let settle = Settle::new("f-in-0", counters.clone());
+        let reason = || "why".to_owned();
+        for settlement in [
+            Settlement::Ack,
+            Settlement::Requeue { reason: reason() },
+            Settlement::RejectToBroker { reason: reason() },
+            Settlement::Drop { reason: reason() },
+        ] {
+            let delivery =
+                Delivery::new(Message::new(Bytes::new()), Box::new(Recorder(seen.clone())));
+            settle.apply(settlement, delivery.into_parts().1).await;
+        }
+        assert_eq!(*seen.lock(), ["ack", "requeue", "reject", "reject"]);
+        let stats = counters.snapshot();
+        assert_eq!(
+            (
+                stats.acked,
+                stats.requeued,
+                stats.dead_lettered,
+                stats.dropped
+            ),
+            (1, 1, 1, 1)
+        );
+    }
+}
