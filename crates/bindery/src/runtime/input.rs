@@ -185,6 +185,13 @@ impl Lane {
                     return self.hold_if(requeued).await;
                 }
             },
+            Err(disposition @ Disposition::DeadLetter { .. }) => {
+                // Parking may take retries: it must not hold up the
+                // messages behind this one (audit A2).
+                let parking = async move { binding.finish(disposition, &message, acker).await };
+                self.in_flight.push(Box::pin(parking));
+                return self.hold_if(requeued).await;
+            }
             Err(disposition) => disposition,
         };
         requeued |= binding.finish(disposition, &message, acker).await;
