@@ -21,6 +21,16 @@ use parking_lot::Mutex;
 
 use crate::unique_name;
 
+mod failures;
+mod lifecycle;
+mod refusing;
+
+pub use failures::{panicking_function, stream_tail_failure_not_acked};
+pub use lifecycle::{
+    consumer_reopened_mid_stream, many_subscribers_at_once, publisher_closed_during_bulk_publish,
+    repeated_nacks_redeliver,
+};
+
 /// What a binder's test supplies to run the suite.
 #[async_trait]
 pub trait BinderHarness: Send + Sync + 'static {
@@ -66,6 +76,12 @@ macro_rules! conformance_suite {
             c14_unbind_and_bind_again_loses_nothing => unbind_and_rebind,
             c15_prefetch_bound_honoured_under_backlog => prefetch_bound,
             c16_send_that_returns_ok_is_on_the_broker => publish_confirmed,
+            c17_publisher_closed_during_bulk_publish_loses_nothing => publisher_closed_during_bulk_publish,
+            c18_fifty_subscribers_of_one_group_at_once_each_message_once => many_subscribers_at_once,
+            c19_consumer_closed_and_reopened_mid_stream_loses_nothing => consumer_reopened_mid_stream,
+            c20_repeated_nacks_redeliver_then_ack => repeated_nacks_redeliver,
+            c21_panicking_function_dead_lettered_app_keeps_serving => panicking_function,
+            c22_stream_tail_failure_is_not_acked => stream_tail_failure_not_acked,
         );
     };
     (@cases $harness:expr; $($test:ident => $case:ident,)*) => {
