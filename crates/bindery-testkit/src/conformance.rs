@@ -25,7 +25,10 @@ mod failures;
 mod lifecycle;
 mod refusing;
 
-pub use failures::{panicking_function, stream_tail_failure_not_acked};
+pub use failures::{
+    panicking_function_concurrency_four, panicking_function_concurrency_one,
+    stream_tail_failure_not_acked,
+};
 pub use lifecycle::{
     consumer_reopened_mid_stream, many_subscribers_at_once, publisher_closed_during_bulk_publish,
     repeated_nacks_redeliver,
@@ -80,7 +83,8 @@ macro_rules! conformance_suite {
             c18_fifty_subscribers_of_one_group_at_once_each_message_once => many_subscribers_at_once,
             c19_consumer_closed_and_reopened_mid_stream_loses_nothing => consumer_reopened_mid_stream,
             c20_repeated_nacks_redeliver_then_ack => repeated_nacks_redeliver,
-            c21_panicking_function_dead_lettered_app_keeps_serving => panicking_function,
+            c21a_panicking_function_dead_lettered_with_concurrency_one => panicking_function_concurrency_one,
+            c21b_panicking_function_dead_lettered_with_concurrency_four => panicking_function_concurrency_four,
             c22_stream_tail_failure_is_not_acked => stream_tail_failure_not_acked,
         );
     };

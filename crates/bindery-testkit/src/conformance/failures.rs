@@ -38,28 +38,40 @@ async fn panics_on_poison(payload: String, State(fragile): State<Fragile>) {
     fragile.processed.lock().push(payload);
 }
 
+/// Whether `done` holds within `timeout`, checking every 20 ms; lets a
+/// case say what it saw when it does not.
+async fn eventually(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !done() {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
+}
+
 fn text(payload: &str) -> Message {
     Message::new(Bytes::from(payload.to_owned())).with_content_type("text/plain")
 }
 
-/// Case 21: A panicking function is a failure like an error (SPEC §5): the
+/// Case 21a: A panicking function is a failure like an error (SPEC §5): the
 /// panicking message is dead-lettered once, not retried, with the panic
 /// message in `x-exception-message`; every other message is processed and
-/// the app keeps serving (health Up, a later message processed). Run with
-/// concurrency 1 (audit A3: the app stopped) and 4 (A4: the binding
-/// stopped silently).
-pub async fn panicking_function<H: BinderHarness>(harness: &H) {
-    let binder = harness.binder().await;
-    for concurrency in [1usize, 4] {
-        panicking_function_with(harness, &binder, concurrency).await;
-    }
+/// the app keeps serving (health Up, a later message processed). With
+/// concurrency 1 (audit A3: the panic stopped the app).
+pub async fn panicking_function_concurrency_one<H: BinderHarness>(harness: &H) {
+    panicking_function_with(harness, 1).await;
 }
 
-async fn panicking_function_with<H: BinderHarness>(
-    harness: &H,
-    binder: &Arc<dyn Binder>,
-    concurrency: usize,
-) {
+/// Case 21b: Case 21a with concurrency 4 (audit A4: the panic stopped the
+/// binding while health stayed Up).
+pub async fn panicking_function_concurrency_four<H: BinderHarness>(harness: &H) {
+    panicking_function_with(harness, 4).await;
+}
+
+async fn panicking_function_with<H: BinderHarness>(harness: &H, concurrency: usize) {
+    let binder = harness.binder().await;
     let destination = unique_name("c21");
     let group = case_group(&destination, "fragile");
     // Three attempts allowed, so "not retried" is observable.
@@ -100,12 +112,17 @@ async fn panicking_function_with<H: BinderHarness>(
         send(producer.as_ref(), text(payload)).await;
     }
     let what = format!("concurrency {concurrency}");
-    wait_until(
+    let all_processed =
+        eventually(harness.timeout(), || fragile.processed.lock().len() >= 20).await;
+    assert!(
+        all_processed,
+        "{what}: the 20 messages around the panicking one are processed within {:?} \
+         (audit A3/A4); processed {:?}, health {:?}, stats {}",
         harness.timeout(),
-        &format!("{what}: the 20 messages around the panicking one are processed (audit A3/A4)"),
-        || fragile.processed.lock().len() >= 20,
-    )
-    .await;
+        fragile.processed.lock(),
+        running.health(),
+        running.stats()
+    );
 
     let spec = running
         .wiring()
@@ -280,16 +297,13 @@ pub async fn stream_tail_failure_not_acked<H: BinderHarness>(harness: &H) {
         .expect("bind producer");
     send(producer.as_ref(), text("order-1")).await;
 
-    let outcome_known = || {
+    let outcome_known = eventually(harness.timeout(), || {
         payloads(&dead).iter().any(|p| p == "order-1")
             || payloads(&lines).iter().any(|p| p == "order-1/3")
-    };
-    let deadline = tokio::time::Instant::now() + harness.timeout();
-    while !outcome_known() && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
     assert!(
-        outcome_known(),
+        outcome_known,
         "order-1 was acknowledged although its last output was refused (audit A1): \
          within {:?} neither the output order-1/3 nor a dead letter arrived; \
          outputs {:?}, dead letters {:?}, invocations {:?}, stats {}",

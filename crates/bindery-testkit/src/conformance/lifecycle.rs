@@ -27,6 +27,9 @@ use crate::unique_name;
 pub async fn publisher_closed_during_bulk_publish<H: BinderHarness>(harness: &H) {
     const PUBLISHERS: usize = 10;
     const EACH: usize = 1_000;
+    // The consumer binds only after the shutdown, so all of these wait in
+    // the group's queue: 10,000 is within the memory binder's default
+    // queue capacity (10,000 ready messages).
     const TOTAL: usize = PUBLISHERS * EACH;
     let binder = harness.binder().await;
     let (destination, producer) = destination_with_groups(&binder, "c17", &["g"]).await;
