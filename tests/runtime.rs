@@ -5,91 +5,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use async_trait::async_trait;
-use bindery::binder::{
-    Binder, Capabilities, Consumer, ConsumerSpec, Health, Producer, ProducerSpec,
-};
+use bindery::binder::{Binder, Health, ProducerSpec};
 use bindery::memory::MemoryBinder;
 use bindery::prelude::*;
-use bindery::{BinderError, BinderErrorKind, Error};
+use bindery::{BinderErrorKind, Error};
 
 use bindery_testkit::TestApp;
+use bindery_testkit::fault::{Bind, Failure, Faults, FaultyBinder, Times, To};
 use tokio::sync::Notify;
-
-/// A memory binder whose first `failures` consumer binds fail as a broker
-/// that is not up yet would, or fail for good when `fatal`.
-#[derive(Debug)]
-struct Flaky {
-    inner: MemoryBinder,
-    failures: AtomicU32,
-    fatal: bool,
-}
-
-impl Flaky {
-    fn new(failures: u32, fatal: bool) -> Arc<Self> {
-        Arc::new(Self {
-            inner: MemoryBinder::isolated(),
-            failures: AtomicU32::new(failures),
-            fatal,
-        })
-    }
-}
-
-#[async_trait]
-impl Binder for Flaky {
-    fn binder_type(&self) -> &'static str {
-        "memory"
-    }
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-    async fn bind_consumer(&self, spec: &ConsumerSpec) -> Result<Box<dyn Consumer>, BinderError> {
-        if self.fatal {
-            return Err(BinderError::new(
-                BinderErrorKind::Provisioning,
-                "queue declared with other arguments",
-            ));
-        }
-        if self.failures.load(Ordering::SeqCst) > 0 {
-            self.failures.fetch_sub(1, Ordering::SeqCst);
-            return Err(BinderError::connection(
-                "connection refused (127.0.0.1:5672)",
-            ));
-        }
-        self.inner.bind_consumer(spec).await
-    }
-    async fn bind_producer(&self, spec: &ProducerSpec) -> Result<Arc<dyn Producer>, BinderError> {
-        self.inner.bind_producer(spec).await
-    }
-    fn dead_letter_destination(&self, spec: &ConsumerSpec) -> String {
-        self.inner.dead_letter_destination(spec)
-    }
-    async fn bind_dead_letter_producer(
-        &self,
-        spec: &ConsumerSpec,
-    ) -> Result<Arc<dyn Producer>, BinderError> {
-        self.inner.bind_dead_letter_producer(spec).await
-    }
-    async fn bind_dead_letter_consumer(
-        &self,
-        spec: &ConsumerSpec,
-    ) -> Result<Box<dyn Consumer>, BinderError> {
-        self.inner.bind_dead_letter_consumer(spec).await
-    }
-    async fn bind_redrive_producer(
-        &self,
-        spec: &ConsumerSpec,
-    ) -> Result<Arc<dyn Producer>, BinderError> {
-        self.inner.bind_redrive_producer(spec).await
-    }
-    fn health(&self) -> Health {
-        if self.failures.load(Ordering::SeqCst) > 0 {
-            Health::Down("connection refused".into())
-        } else {
-            Health::Up
-        }
-    }
-}
 
 async fn sink(_text: String) {}
 
@@ -97,7 +20,18 @@ const SINK_CONFIG: &str = "[bindings.sink-in-0]\ndestination = \"orders\"\ngroup
 
 #[tokio::test(start_paused = true)]
 async fn a_broker_that_is_down_at_start_is_retried_until_it_comes() {
-    let binder = Flaky::new(3, false);
+    // The first three consumer binds fail as a broker that is not up yet.
+    let faults = Faults::new();
+    faults.fail_binds(
+        Bind::Consumer,
+        To::any(),
+        Times::Next(3),
+        Failure::new(
+            BinderErrorKind::Connection,
+            "connection refused (127.0.0.1:5672)",
+        ),
+    );
+    let binder = FaultyBinder::wrap(MemoryBinder::isolated(), &faults);
     let app = App::builder()
         .without_registered_functions()
         .function("sink", sink)
@@ -115,15 +49,29 @@ async fn a_broker_that_is_down_at_start_is_retried_until_it_comes() {
         .await
         .expect("bound once the broker answers");
     assert_eq!(running.health(), Health::Up);
+    assert_eq!(faults.stats().binds_failed, 3);
     running.shutdown().await.unwrap();
 }
 
 #[tokio::test]
 async fn a_permanent_binder_error_stops_the_app_with_that_error() {
+    let faults = Faults::new();
+    faults.fail_binds(
+        Bind::Consumer,
+        To::any(),
+        Times::Always,
+        Failure::new(
+            BinderErrorKind::Provisioning,
+            "queue declared with other arguments",
+        ),
+    );
     let app = App::builder()
         .without_registered_functions()
         .function("sink", sink)
-        .binder("memory", Flaky::new(0, true))
+        .binder(
+            "memory",
+            FaultyBinder::wrap(MemoryBinder::isolated(), &faults),
+        )
         .config_toml(SINK_CONFIG)
         .env(Vec::<(String, String)>::new())
         .build()

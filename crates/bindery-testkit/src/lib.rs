@@ -6,6 +6,9 @@
 //! - [`conformance`] is the suite every binder must pass, generic over a
 //!   [`conformance::BinderHarness`]; [`conformance_suite!`] expands it into
 //!   one named test per case.
+//! - [`fault`] wraps any binder in a [`fault::FaultyBinder`] that fails
+//!   binds, sends and confirms, delays confirms, loses the connection or
+//!   panics a consumer on cue, and counts every send, ack and nack.
 //!
 //! ```
 //! use bindery_testkit::TestApp;
@@ -36,6 +39,7 @@
 //! ```
 
 pub mod conformance;
+pub mod fault;
 mod names;
 mod test_app;
 
