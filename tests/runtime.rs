@@ -301,3 +301,58 @@ async fn a22_a_self_feeding_pipeline_on_a_full_queue_runs_to_completion() {
     assert_eq!(broker.queue_depth("loop.g"), Some(0), "nothing left behind");
     running.shutdown().await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_lost_connection_shows_in_health_and_holds_messages_until_it_is_back() {
+    #[derive(Clone, Default)]
+    struct Seen(Arc<AtomicU32>);
+    async fn count(_text: String, State(seen): State<Seen>) {
+        seen.0.fetch_add(1, Ordering::SeqCst);
+    }
+    let seen = Seen::default();
+    let memory = Arc::new(MemoryBinder::isolated());
+    let faults = Faults::new();
+    let app = App::builder()
+        .without_registered_functions()
+        .function("count", count)
+        .state(seen.clone())
+        .binder("memory", FaultyBinder::wrap_arc(memory.clone(), &faults))
+        .config_toml("[bindings.count-in-0]\ndestination = \"orders\"\ngroup = \"g\"\ncontent-type = \"text/plain\"\n")
+        .env(Vec::<(String, String)>::new())
+        .build()
+        .unwrap();
+    let running = app.start().await.unwrap();
+    running.ready().await;
+
+    faults.lose_connection();
+    assert!(!running.health().is_up(), "{:?}", running.health());
+    // Another client of the broker still publishes; the app must not see
+    // it until its own connection is back.
+    let producer = memory
+        .bind_producer(&ProducerSpec::new("t", "orders"))
+        .await
+        .unwrap();
+    producer
+        .send(Message::new(Bytes::from_static(b"x")).with_content_type("text/plain"))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(seen.0.load(Ordering::SeqCst), 0);
+    assert_eq!(memory.broker().queue_depth("orders.g"), Some(1), "kept");
+
+    faults.restore_connection();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while faults.stats_of("orders").acks == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            running.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(seen.0.load(Ordering::SeqCst), 1);
+    assert_eq!(running.health(), Health::Up);
+    running.shutdown().await.unwrap();
+}
