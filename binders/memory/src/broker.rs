@@ -235,6 +235,11 @@ impl Queue {
         }
     }
 
+    /// The most ready messages the queue holds; `None` when unbounded.
+    pub(crate) fn capacity(&self) -> Option<usize> {
+        self.capacity
+    }
+
     /// Whether the queue was deleted.
     pub(crate) fn is_deleted(&self) -> bool {
         self.state.lock().deleted
@@ -262,7 +267,8 @@ impl Queue {
         None
     }
 
-    /// Appends `message`, waiting for room.
+    /// Appends `message`, waiting for room. Cancel-safe: dropped while
+    /// waiting, the message is simply not appended.
     pub(crate) async fn push(&self, message: Message) {
         let Some(mut message) = self.try_push(message) else {
             return;

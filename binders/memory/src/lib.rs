@@ -10,9 +10,20 @@
 //! - A consumer holds at most `prefetch` unacknowledged messages; a nack
 //!   with requeue, or a consumer dropped with messages unacknowledged, puts
 //!   them back at the head of the queue, marked redelivered.
-//! - Queues hold at most `queue-capacity` ready messages; producers wait
-//!   for room (back-pressure). Dead-letter queues `<destination>.<group>.dlq`
-//!   are unbounded, as nothing consumes them until someone redrives.
+//! - Queues hold at most `queue-capacity` ready messages. A send to a full
+//!   queue waits for room (back-pressure), but at most `publish-timeout`
+//!   (default 30 s): then the overflow rule is RabbitMQ's `reject-publish`.
+//!   The full queue rejects the message and the send fails with
+//!   `BinderErrorKind::Rejected`, a permanent failure, so the runtime
+//!   dead-letters the input. Queues with room take the message at once, so
+//!   one full group queue (a `required-groups` group nobody consumes) never
+//!   holds up the healthy groups of its destination beyond that limit. A
+//!   pipeline that feeds itself (a function publishing to its own input, or
+//!   two functions feeding each other) cannot deadlock: once its queue
+//!   stays full, what it cannot publish goes to its dead-letter destination
+//!   (or is dropped when dead-lettering is off) and the rest flows on.
+//!   Dead-letter queues `<destination>.<group>.dlq` are unbounded, as
+//!   nothing consumes them until someone redrives.
 //! - A send that no queue takes fails as unroutable, like a `mandatory`
 //!   publish on RabbitMQ; declare `required-groups` to keep messages sent
 //!   before any consumer binds.
@@ -26,10 +37,12 @@ mod producer;
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bindery_core::__private::{BINDER_FACTORIES, BinderFactory, linkme};
 use bindery_core::binder::{Binder, Capabilities, Consumer, ConsumerSpec, Producer, ProducerSpec};
+use bindery_core::config::duration;
 use bindery_core::error::BinderError;
 use bindery_core::registry::BinderProvider;
 use bindery_core::routing::RoutingPattern;
@@ -49,6 +62,11 @@ pub const TYPE: &str = "memory";
 pub struct MemorySettings {
     /// Most ready messages per queue before producers wait. Default 10,000.
     pub queue_capacity: usize,
+    /// How long a send waits for room in a full queue before that queue
+    /// rejects it (overflow `reject-publish`: the send fails as
+    /// `Rejected`). `0s` rejects at once. Default 30 s.
+    #[serde(with = "duration")]
+    pub publish_timeout: Duration,
     /// The in-process broker to join. Default `default`.
     pub broker: String,
 }
@@ -57,10 +75,15 @@ impl Default for MemorySettings {
     fn default() -> Self {
         Self {
             queue_capacity: 10_000,
+            publish_timeout: DEFAULT_PUBLISH_TIMEOUT,
             broker: "default".to_owned(),
         }
     }
 }
+
+/// The default `publish-timeout`: long enough for any consumer that is
+/// making progress to free a slot, short enough that a stuck queue shows.
+const DEFAULT_PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `[bindings.NAME.memory]`: the memory binder has no binding options.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -71,15 +94,25 @@ pub struct MemoryBindingOptions {}
 pub struct MemoryBinder {
     broker: Arc<Broker>,
     queue_capacity: usize,
+    publish_timeout: Duration,
 }
 
 impl MemoryBinder {
-    /// A binder on `broker` with queues of `queue_capacity` ready messages.
+    /// A binder on `broker` with queues of `queue_capacity` ready messages
+    /// and the default `publish-timeout` (30 s).
     pub fn new(broker: Arc<Broker>, queue_capacity: usize) -> Self {
         Self {
             broker,
             queue_capacity: queue_capacity.max(1),
+            publish_timeout: DEFAULT_PUBLISH_TIMEOUT,
         }
+    }
+
+    /// Sets how long a send waits for room in a full queue before that
+    /// queue rejects the message (see the [crate docs](crate)).
+    pub fn with_publish_timeout(mut self, publish_timeout: Duration) -> Self {
+        self.publish_timeout = publish_timeout;
+        self
     }
 
     /// A binder on a private broker with default settings (for tests).
@@ -120,6 +153,7 @@ impl fmt::Debug for MemoryBinder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MemoryBinder")
             .field("queue_capacity", &self.queue_capacity)
+            .field("publish_timeout", &self.publish_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -174,6 +208,7 @@ impl Binder for MemoryBinder {
         Ok(Arc::new(DestinationProducer {
             name: spec.destination.clone(),
             destination: self.broker.destination(&spec.destination),
+            publish_timeout: self.publish_timeout,
         }))
     }
 
@@ -197,6 +232,7 @@ impl Binder for MemoryBinder {
         Ok(Arc::new(DestinationProducer {
             destination: self.broker.destination(&name),
             name,
+            publish_timeout: self.publish_timeout,
         }))
     }
 
@@ -224,7 +260,10 @@ impl Binder for MemoryBinder {
             &spec.routing_keys,
             Some(self.queue_capacity),
         );
-        Ok(Arc::new(QueueProducer { queue }))
+        Ok(Arc::new(QueueProducer {
+            queue,
+            publish_timeout: self.publish_timeout,
+        }))
     }
 }
 
@@ -238,10 +277,10 @@ impl BinderProvider for MemoryProvider {
     type BindingOptions = MemoryBindingOptions;
 
     fn create(_name: &str, settings: MemorySettings) -> Result<Arc<dyn Binder>, BinderError> {
-        Ok(Arc::new(MemoryBinder::new(
-            Broker::shared(&settings.broker),
-            settings.queue_capacity,
-        )))
+        Ok(Arc::new(
+            MemoryBinder::new(Broker::shared(&settings.broker), settings.queue_capacity)
+                .with_publish_timeout(settings.publish_timeout),
+        ))
     }
 
     fn check_settings(

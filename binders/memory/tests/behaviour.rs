@@ -7,7 +7,7 @@ use std::time::Duration;
 use bindery_core::binder::{Binder, ConsumerSpec, ProducerSpec};
 use bindery_core::error::BinderErrorKind;
 use bindery_core::message::Message;
-use bindery_memory::{Broker, MemoryBinder};
+use bindery_memory::{Broker, MemoryBinder, MemorySettings};
 use bytes::Bytes;
 
 fn message(n: u32) -> Message {
@@ -188,4 +188,88 @@ async fn binders_naming_the_same_broker_share_destinations() {
         .unwrap();
     producer.send(message(42)).await.unwrap().await.unwrap();
     assert_eq!(number(consumer.recv().await.unwrap().message()), 42);
+}
+
+/// Audit A22: a send used to wait for room in every full matching queue
+/// with no limit, so one group nobody consumes stopped its whole
+/// destination.
+#[tokio::test(start_paused = true)]
+async fn a22_a_full_group_queue_rejects_within_the_publish_timeout_and_spares_other_groups() {
+    let limit = Duration::from_secs(1);
+    let binder = MemoryBinder::new(Broker::new(), 2).with_publish_timeout(limit);
+    // `audit` is required but nobody consumes it; `billing` is healthy.
+    let producer = binder
+        .bind_producer(&ProducerSpec::new("out", "orders").required_groups(["audit", "billing"]))
+        .await
+        .unwrap();
+    let mut billing = binder
+        .bind_consumer(&ConsumerSpec::new("in", "orders").group("billing"))
+        .await
+        .unwrap();
+    for n in 0..5 {
+        let started = tokio::time::Instant::now();
+        let sent = tokio::time::timeout(Duration::from_secs(60), producer.send(message(n)))
+            .await
+            .expect("a send to a full queue ends");
+        if n < 2 {
+            sent.unwrap().await.unwrap();
+        } else {
+            let error = sent.unwrap_err();
+            assert_eq!(error.kind(), BinderErrorKind::Rejected, "{error}");
+            assert!(!error.is_transient(), "reject-publish is permanent");
+            assert!(error.to_string().contains("`orders.audit`"), "{error}");
+            assert!(!error.to_string().contains("`orders.billing`"), "{error}");
+            assert_eq!(
+                started.elapsed(),
+                limit,
+                "rejected at the limit, not before"
+            );
+        }
+        let delivery = billing.recv().await.unwrap();
+        assert_eq!(number(delivery.message()), n, "billing got every message");
+        delivery.ack().await.unwrap();
+    }
+    assert_eq!(binder.broker().queue_depth("orders.audit"), Some(2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a22_a_send_that_finds_room_within_the_publish_timeout_is_kept() {
+    let binder = MemoryBinder::new(Broker::new(), 1).with_publish_timeout(Duration::from_secs(1));
+    let producer = binder
+        .bind_producer(&ProducerSpec::new("out", "orders").required_groups(["g"]))
+        .await
+        .unwrap();
+    producer.send(message(0)).await.unwrap().await.unwrap();
+    let mut consumer = binder
+        .bind_consumer(&ConsumerSpec::new("in", "orders").group("g").prefetch(1))
+        .await
+        .unwrap();
+    let drain = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        consumer.recv().await.unwrap()
+    };
+    let (sent, first) = tokio::join!(producer.send(message(1)), drain);
+    sent.expect("room came before the limit").await.unwrap();
+    assert_eq!(number(first.message()), 0);
+    assert_eq!(binder.broker().queue_depth("orders.g"), Some(1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a22_a_redrive_into_a_full_group_queue_is_rejected_within_the_publish_timeout() {
+    let binder = MemoryBinder::new(Broker::new(), 1).with_publish_timeout(Duration::ZERO);
+    let spec = ConsumerSpec::new("in", "orders").group("g");
+    let redrive = binder.bind_redrive_producer(&spec).await.unwrap();
+    redrive.send(message(0)).await.unwrap().await.unwrap();
+    let error = redrive.send(message(1)).await.unwrap_err();
+    assert_eq!(error.kind(), BinderErrorKind::Rejected, "{error}");
+    assert_eq!(binder.broker().queue_depth("orders.g"), Some(1));
+}
+
+#[test]
+fn a22_publish_timeout_is_a_setting_with_a_30_second_default() {
+    let settings: MemorySettings = serde_json::from_value(serde_json::json!({})).unwrap();
+    assert_eq!(settings.publish_timeout, Duration::from_secs(30));
+    let settings: MemorySettings =
+        serde_json::from_value(serde_json::json!({ "publish-timeout": "250ms" })).unwrap();
+    assert_eq!(settings.publish_timeout, Duration::from_millis(250));
 }

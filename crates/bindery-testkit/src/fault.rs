@@ -307,8 +307,10 @@ impl Faults {
 
     /// Loses the connection: [`Binder::health`] is down, binds and sends
     /// fail with [`BinderErrorKind::Connection`], and consumers deliver
-    /// nothing (they wait; the wrapped consumer keeps the messages) until
-    /// [`restore_connection`](Self::restore_connection).
+    /// nothing (they wait; the messages stay with the wrapped binder, and
+    /// one that arrives as the connection goes is requeued there) until
+    /// [`restore_connection`](Self::restore_connection). Settling
+    /// deliveries handed out before is passed on unchanged.
     pub fn lose_connection(&self) {
         self.shared.lost.send_replace(Some(LOST.to_owned()));
     }
@@ -486,7 +488,6 @@ impl FaultyBinder {
             inner,
             site,
             faults: self.faults.clone(),
-            held: None,
         })
     }
 
@@ -679,9 +680,6 @@ struct FaultyConsumer {
     inner: Box<dyn Consumer>,
     site: Site,
     faults: Faults,
-    /// A delivery that arrived just as the connection was lost, handed out
-    /// once it is back.
-    held: Option<Delivery>,
 }
 
 impl FaultyConsumer {
@@ -708,9 +706,6 @@ impl Consumer for FaultyConsumer {
                 let _ = lost.wait_for(Option::is_none).await;
                 continue;
             }
-            if let Some(delivery) = self.held.take() {
-                return Some(self.observe(delivery));
-            }
             // Both futures are cancel-safe, so losing the connection while
             // waiting loses no message.
             let received = tokio::select! {
@@ -721,7 +716,9 @@ impl Consumer for FaultyConsumer {
                 None => continue,
                 Some(None) => return None,
                 Some(Some(delivery)) if self.faults.lost().is_some() => {
-                    self.held = Some(delivery);
+                    // In flight as the connection went: the broker takes it
+                    // back and redelivers it, as a real one does.
+                    let _ = delivery.nack(true).await;
                 }
                 Some(Some(delivery)) => return Some(self.observe(delivery)),
             }
@@ -733,14 +730,11 @@ impl Consumer for FaultyConsumer {
         if self.faults.lost().is_some() {
             return None;
         }
-        let delivery = self.held.take().or_else(|| self.inner.try_recv())?;
+        let delivery = self.inner.try_recv()?;
         Some(self.observe(delivery))
     }
 
     async fn cancel(&mut self) -> Result<(), BinderError> {
-        if let Some(delivery) = self.held.take() {
-            let _ = delivery.nack(true).await;
-        }
         self.inner.cancel().await
     }
 }
