@@ -103,12 +103,8 @@ pub(crate) fn outgoing(
             // The producer numbers its own publishes.
             continue;
         }
-        match with_property(properties, name, value) {
-            Ok(with) => properties = with,
-            Err(without) => {
-                properties = without;
-                table.insert(short("header name", name)?, long(value.as_bytes()));
-            }
+        if !set_property(&mut properties, name, value) {
+            table.insert(short("header name", name)?, long(value.as_bytes()));
         }
     }
     if let Some(key) = message.key() {
@@ -125,34 +121,38 @@ pub(crate) fn outgoing(
     })
 }
 
-/// Sets the property header `name` stands for, or gives `properties`
-/// back when `name` is an ordinary header (or its value does not fit the
-/// property).
-fn with_property(
-    properties: BasicProperties,
-    name: &str,
-    value: &str,
-) -> Result<BasicProperties, BasicProperties> {
+/// Sets the property header `name` stands for; false when `name` is an
+/// ordinary header (or its value does not fit the property).
+fn set_property(properties: &mut BasicProperties, name: &str, value: &str) -> bool {
     let text = || ShortString::try_new(value).ok();
-    let set = match name {
-        names::CONTENT_TYPE => text().map(|v| properties.clone().with_content_type(v)),
-        headers::MESSAGE_ID => text().map(|v| properties.clone().with_message_id(v)),
-        headers::CORRELATION_ID => text().map(|v| properties.clone().with_correlation_id(v)),
-        headers::REPLY_TO => text().map(|v| properties.clone().with_reply_to(v)),
-        headers::TYPE => text().map(|v| properties.clone().with_type(v)),
-        headers::APP_ID => text().map(|v| properties.clone().with_app_id(v)),
-        headers::EXPIRATION => text().map(|v| properties.clone().with_expiration(v)),
-        headers::TIMESTAMP => value
-            .parse::<u64>()
-            .ok()
-            .map(|v| properties.clone().with_timestamp(v)),
-        headers::PRIORITY => value
-            .parse::<u8>()
-            .ok()
-            .map(|v| properties.clone().with_priority(v)),
-        _ => None,
+    let taken = std::mem::take(properties);
+    let (set, kept) = match name {
+        names::CONTENT_TYPE => (text().map(|v| taken.clone().with_content_type(v)), taken),
+        headers::MESSAGE_ID => (text().map(|v| taken.clone().with_message_id(v)), taken),
+        headers::CORRELATION_ID => (text().map(|v| taken.clone().with_correlation_id(v)), taken),
+        headers::REPLY_TO => (text().map(|v| taken.clone().with_reply_to(v)), taken),
+        headers::TYPE => (text().map(|v| taken.clone().with_type(v)), taken),
+        headers::APP_ID => (text().map(|v| taken.clone().with_app_id(v)), taken),
+        headers::EXPIRATION => (text().map(|v| taken.clone().with_expiration(v)), taken),
+        headers::TIMESTAMP => (
+            value
+                .parse::<u64>()
+                .ok()
+                .map(|v| taken.clone().with_timestamp(v)),
+            taken,
+        ),
+        headers::PRIORITY => (
+            value
+                .parse::<u8>()
+                .ok()
+                .map(|v| taken.clone().with_priority(v)),
+            taken,
+        ),
+        _ => (None, taken),
     };
-    set.ok_or(properties)
+    let found = set.is_some();
+    *properties = set.unwrap_or(kept);
+    found
 }
 
 fn long(bytes: &[u8]) -> AMQPValue {
