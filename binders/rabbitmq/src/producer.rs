@@ -308,6 +308,12 @@ impl Publisher {
             let seq = publishing.next_seq;
             let channel = &publishing.channel;
             let _ = publishing.pump.send(PumpCommand::Announce(seq));
+            // Abandons the announced publish unless it is tracked, also
+            // when this future is dropped mid-publish.
+            let mut announced = Announced {
+                seq,
+                pump: Some(publishing.pump.clone()),
+            };
             let publishing_frames = channel.basic_publish(
                 outgoing.exchange.clone(),
                 outgoing.routing_key.clone(),
@@ -321,6 +327,7 @@ impl Publisher {
             let published = unless_lost(|| channel.status().connected(), publishing_frames).await;
             match published {
                 Ok(confirm) => {
+                    announced.pump = None;
                     publishing.next_seq += 1;
                     let (reply, outcome) = oneshot::channel();
                     // The pump ends only after this sender is dropped.
@@ -332,7 +339,7 @@ impl Publisher {
                     return Ok(outcome);
                 }
                 Err(error) => {
-                    let _ = publishing.pump.send(PumpCommand::Abandon(seq));
+                    drop(announced);
                     let error = RabbitError::channel(
                         format!("publishing to exchange `{}`", outgoing.exchange),
                         error,
@@ -532,6 +539,21 @@ impl Producer for RabbitProducer {
     async fn flush(&self) -> Result<(), BinderError> {
         self.publisher.flush().await;
         Ok(())
+    }
+}
+
+/// A publish announced to its pump and not tracked yet: abandoned when
+/// dropped still holding the pump.
+struct Announced {
+    seq: u64,
+    pump: Option<mpsc::UnboundedSender<PumpCommand>>,
+}
+
+impl Drop for Announced {
+    fn drop(&mut self) {
+        if let Some(pump) = self.pump.take() {
+            let _ = pump.send(PumpCommand::Abandon(self.seq));
+        }
     }
 }
 
