@@ -19,12 +19,13 @@ use std::time::{Duration, Instant};
 
 use bindery::binder::{Binder, Consumer, ConsumerSpec, Delivery, Producer, ProducerSpec};
 use bindery::message::names;
+use bindery::rabbitmq::headers as amqp;
 use bindery::rabbitmq::{RabbitBinder, RabbitError, RabbitSettings};
 use bindery::{App, BinderError, Message, RunningApp, State};
 use bindery_testkit::{init_logging, unique_name};
 use bindery_tests::rabbitmq::{
     close_connections, connected_binder, encode, management, management_delete, management_has,
-    settings, uri,
+    management_put, settings, uri,
 };
 use bytes::Bytes;
 use futures::StreamExt;
@@ -1007,4 +1008,535 @@ async fn the_password_never_shows() {
         .build()
         .expect_err("an invalid URI");
     assert!(!problems.to_string().contains(SECRET), "{problems}");
+}
+
+// ----------------------------------------------------------------------
+// Audit findings
+
+/// A binder whose connections are named after a fresh `prefix`, with
+/// `settings` adjusted by `adjust`; connected, or the test fails saying
+/// how to start the broker.
+async fn binder_with(
+    prefix: &str,
+    adjust: impl FnOnce(RabbitSettings) -> RabbitSettings,
+) -> (Arc<RabbitBinder>, String) {
+    let prefix = unique_name(prefix);
+    let binder = Arc::new(RabbitBinder::new("rabbit", adjust(settings(&prefix))));
+    if let Err(error) = binder.connect().await {
+        panic!(
+            "RabbitMQ does not answer at {}: {error}\n{}",
+            bindery::rabbitmq::redact_uri(&uri()),
+            bindery_tests::rabbitmq::START_HINT
+        );
+    }
+    (binder, prefix)
+}
+
+/// Waits up to `timeout` for `consumer` to hand out a delivery; none if
+/// nothing came.
+async fn try_recv(consumer: &mut dyn Consumer, timeout: Duration) -> Option<Delivery> {
+    tokio::time::timeout(timeout, consumer.recv())
+        .await
+        .ok()
+        .flatten()
+}
+
+/// A05: the broker closes the publishing channel for a message whose
+/// `expiration` is not a number (406). That send fails once, as rejected,
+/// instead of being published again until `confirm-timeout`; the sends
+/// that shared its channel are confirmed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a05_a_publish_the_broker_refuses_fails_as_rejected_and_the_others_arrive() {
+    init_logging();
+    let (binder, _) = binder_with("bindery-a05", |s| {
+        s.confirm_timeout(Duration::from_secs(30))
+    })
+    .await;
+    let destination = unique_name("a05");
+    let mut consumer = binder
+        .bind_consumer(
+            &ConsumerSpec::new("in", &destination)
+                .group("g")
+                .prefetch(50),
+        )
+        .await
+        .unwrap();
+    let producer = binder
+        .bind_producer(&ProducerSpec::new("out", &destination))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut confirmations = Vec::new();
+    for i in 0..10 {
+        let message = if i == 4 {
+            text("bad").with_header(amqp::EXPIRATION, "soon")
+        } else {
+            text(format!("good-{i}"))
+        };
+        confirmations.push((i, producer.send(message).await.expect("published")));
+    }
+    for (i, confirmation) in confirmations {
+        let outcome = confirmation.await;
+        if i == 4 {
+            let error = outcome.expect_err("the broker refuses a non-numeric expiration");
+            assert_eq!(error.kind(), bindery::BinderErrorKind::Rejected, "{error}");
+            assert!(!error.is_transient(), "{error}");
+            assert!(
+                matches!(rabbit_error(&error), RabbitError::Refused { code: 406, .. }),
+                "{error}"
+            );
+        } else {
+            outcome.unwrap_or_else(|e| panic!("good-{i}: {e}"));
+        }
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "decided in {:?}, not after confirm-timeout",
+        started.elapsed()
+    );
+    // The channel works again for the next send.
+    send(producer.as_ref(), text("after")).await;
+    let mut seen = BTreeSet::new();
+    while seen.len() < 10 {
+        let delivery = recv(consumer.as_mut(), "the good messages").await;
+        let body = String::from_utf8(delivery.message().payload().to_vec()).unwrap();
+        assert_ne!(body, "bad");
+        seen.insert(body);
+        delivery.ack().await.unwrap();
+    }
+    assert!(seen.contains("after"), "{seen:?}");
+}
+
+/// A06: bindery keeps a user's `message_id` (as Spring's `amqp_messageId`
+/// header), through a consume and a re-publish, and makes none up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a06_message_ids_are_kept_and_never_made_up() {
+    use bindery::rabbitmq::lapin::options::{BasicGetOptions, QueueDeclareOptions};
+    use bindery::rabbitmq::lapin::types::FieldTable;
+    use bindery::rabbitmq::lapin::{Connection, ConnectionProperties};
+
+    init_logging();
+    let (binder, _) = connected_binder("bindery-a06").await;
+    let first = unique_name("a06-first");
+    let second = unique_name("a06-second");
+    let mut inbound = binder
+        .bind_consumer(&ConsumerSpec::new("in", &first).group("g"))
+        .await
+        .unwrap();
+    let producer = binder
+        .bind_producer(&ProducerSpec::new("out", &first))
+        .await
+        .unwrap();
+    let onward = binder
+        .bind_producer(&ProducerSpec::new("on", &second).required_groups(["raw"]))
+        .await
+        .unwrap();
+    send(
+        producer.as_ref(),
+        text("with-id")
+            .with_header(amqp::MESSAGE_ID, "order-42")
+            .with_header(amqp::CORRELATION_ID, "c-1")
+            .with_header(amqp::PRIORITY, "5"),
+    )
+    .await;
+    send(producer.as_ref(), text("no-id-1")).await;
+    send(producer.as_ref(), text("no-id-2")).await;
+    let mut bodies = Vec::new();
+    for _ in 0..3 {
+        let delivery = recv(inbound.as_mut(), "the three messages").await;
+        let message = delivery.message().clone();
+        let body = String::from_utf8(message.payload().to_vec()).unwrap();
+        assert!(
+            !message
+                .headers()
+                .contains(bindery::rabbitmq::SEQUENCE_HEADER),
+            "the private sequence header is removed"
+        );
+        if body == "with-id" {
+            assert_eq!(message.headers().get(amqp::MESSAGE_ID), Some("order-42"));
+            assert_eq!(message.headers().get(amqp::CORRELATION_ID), Some("c-1"));
+            assert_eq!(message.headers().get(amqp::PRIORITY), Some("5"));
+            // An output inherits the input's headers: the id goes on.
+            let output = Message::new(message.payload().clone())
+                .with_headers(message.headers().inheritable());
+            send(onward.as_ref(), output).await;
+        } else {
+            assert_eq!(
+                message.headers().get(amqp::MESSAGE_ID),
+                None,
+                "{body}: no id was made up"
+            );
+        }
+        bodies.push(body);
+        delivery.ack().await.unwrap();
+    }
+    bodies.sort();
+    assert_eq!(bodies, ["no-id-1", "no-id-2", "with-id"]);
+
+    // As any AMQP client (a Spring consumer) sees the re-published one.
+    let connection = Connection::connect(&uri(), ConnectionProperties::default())
+        .await
+        .expect("connects");
+    let channel = connection.create_channel().await.unwrap();
+    let queue = format!("{second}.raw");
+    channel
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("provisioned by required-groups");
+    let deadline = Instant::now() + TIMEOUT;
+    let got = loop {
+        let got = channel
+            .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap();
+        if let Some(got) = got {
+            break got;
+        }
+        assert!(Instant::now() < deadline, "the re-published message");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let properties = &got.delivery.properties;
+    assert_eq!(
+        properties.message_id().as_ref().map(|id| id.as_str()),
+        Some("order-42")
+    );
+    assert_eq!(
+        properties.correlation_id().as_ref().map(|id| id.as_str()),
+        Some("c-1")
+    );
+    assert_eq!(properties.priority(), &Some(5));
+    let headers = properties.headers().as_ref().unwrap();
+    assert!(
+        !headers.contains_key(amqp::MESSAGE_ID),
+        "a property, not a header"
+    );
+    let _ = connection.close(200, "done".into()).await;
+}
+
+/// A07: the consumer's hand-over buffer is full (nothing receives), the
+/// connection is forced closed, the new channel brings a fresh prefetch's
+/// worth: `cancel` still answers at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a07_cancel_answers_while_the_hand_over_buffer_is_full_after_a_reconnect() {
+    init_logging();
+    let (binder, prefix) = connected_binder("bindery-a07").await;
+    let destination = unique_name("a07");
+    let queue = format!("{destination}.g");
+    let mut consumer = binder
+        .bind_consumer(&ConsumerSpec::new("in", &destination).group("g").prefetch(4))
+        .await
+        .unwrap();
+    let producer = binder
+        .bind_producer(&ProducerSpec::new("out", &destination))
+        .await
+        .unwrap();
+    for i in 0..20 {
+        send(producer.as_ref(), text(format!("m{i}"))).await;
+    }
+    let unacked = |expected: u64| {
+        let path = format!("queues/%2f/{}", encode(&queue));
+        move || {
+            let queue = management(&path);
+            queue["consumers"].as_u64() == Some(1)
+                && queue["messages_unacknowledged"].as_u64() == Some(expected)
+        }
+    };
+    // The broker pushed a prefetch's worth; it waits in the buffer.
+    wait_until(Duration::from_secs(30), "4 unacked", unacked(4)).await;
+    assert!(
+        close_connections(&prefix) >= 1,
+        "closed the test's connections"
+    );
+    // Consuming again: 4 fresh ones on the new channel, the buffer still
+    // full of the lost channel's.
+    wait_until(Duration::from_secs(30), "consuming again", unacked(4)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let cancelled = tokio::time::timeout(Duration::from_secs(5), consumer.cancel()).await;
+    assert!(cancelled.is_ok(), "cancel did not answer within 5 s");
+    cancelled.unwrap().expect("cancelled");
+}
+
+/// B02: a message whose headers do not fit in one frame fails that send,
+/// as rejected, without publishing: the shared publishing connection is
+/// not closed by the broker, and the next send goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b02_headers_larger_than_a_frame_fail_that_send_only() {
+    init_logging();
+    let (binder, prefix) = binder_with("bindery-b02", |s| {
+        s.confirm_timeout(Duration::from_secs(10))
+    })
+    .await;
+    let destination = unique_name("b02");
+    let mut consumer = binder
+        .bind_consumer(&ConsumerSpec::new("in", &destination).group("g"))
+        .await
+        .unwrap();
+    let producer = binder
+        .bind_producer(&ProducerSpec::new("out", &destination))
+        .await
+        .unwrap();
+    let publishing = format!("{prefix} rabbit publish");
+    let connected_at = || {
+        management("connections")
+            .as_array()
+            .expect("a list")
+            .iter()
+            .find(|c| c["client_properties"]["connection_name"] == publishing.as_str())
+            .map(|c| c["connected_at"].clone())
+    };
+    wait_until(TIMEOUT, "the publishing connection is listed", || {
+        connected_at().is_some()
+    })
+    .await;
+    let before = connected_at();
+    // 200 KiB of header: above the default frame_max of 128 KiB.
+    let large = text("large").with_header("big", "x".repeat(200 * 1024));
+    let outcome = match producer.send(large).await {
+        Ok(confirmation) => confirmation.await,
+        Err(error) => Err(error),
+    };
+    let error = outcome.expect_err("headers above frame_max");
+    assert_eq!(error.kind(), bindery::BinderErrorKind::Rejected, "{error}");
+    assert!(
+        matches!(rabbit_error(&error), RabbitError::HeadersTooLarge { .. }),
+        "{error}"
+    );
+    send(producer.as_ref(), text("small")).await;
+    let delivery = recv(consumer.as_mut(), "the small message").await;
+    assert_eq!(delivery.message().payload(), &Bytes::from_static(b"small"));
+    delivery.ack().await.unwrap();
+    assert!(binder.health().is_up(), "{:?}", binder.health());
+    assert_eq!(connected_at(), before, "the publishing connection was kept");
+}
+
+/// B03: many producers, each with routable and unroutable sends
+/// interleaved and many confirms in flight: every send gets its own
+/// outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b03_interleaved_sends_on_several_channels_each_get_their_own_outcome() {
+    init_logging();
+    let (binder, _) = connected_binder("bindery-b03").await;
+    let destination = unique_name("b03");
+    let mut kept = binder
+        .bind_consumer(
+            &ConsumerSpec::new("kept", &destination)
+                .group("kept")
+                .routing_keys(["keep.*"])
+                .prefetch(1000),
+        )
+        .await
+        .unwrap();
+    const PRODUCERS: usize = 4;
+    const COUNT: usize = 500;
+    let mut tasks = Vec::new();
+    for p in 0..PRODUCERS {
+        let producer = binder
+            .bind_producer(&ProducerSpec::new(format!("p{p}"), &destination))
+            .await
+            .unwrap();
+        tasks.push(tokio::spawn(async move {
+            let mut confirmations = Vec::new();
+            for i in 0..COUNT {
+                // Runs of each kind, of varying length.
+                let keep = (i * 7 + p) % 5 >= 2;
+                let key = format!("{}.{p}-{i}", if keep { "keep" } else { "drop" });
+                let message = text(format!("{p}-{i}")).with_routing_key(key.clone());
+                confirmations.push((keep, key, producer.send(message).await.unwrap()));
+            }
+            let mut kept = 0;
+            for (keep, key, confirmation) in confirmations {
+                match (keep, confirmation.await) {
+                    (true, Ok(())) => kept += 1,
+                    (false, Err(e)) => assert!(
+                        matches!(rabbit_error(&e), RabbitError::Returned { .. }),
+                        "{key}: {e}"
+                    ),
+                    (keep, outcome) => panic!("{key} (routable: {keep}) got {outcome:?}"),
+                }
+            }
+            kept
+        }));
+    }
+    let mut expected = 0;
+    for task in tasks {
+        expected += task.await.expect("no panic");
+    }
+    let mut seen = BTreeSet::new();
+    while seen.len() < expected {
+        let delivery = recv(kept.as_mut(), "the routable messages").await;
+        seen.insert(delivery.message().routing_key().unwrap().to_owned());
+        delivery.ack().await.unwrap();
+    }
+    assert!(seen.iter().all(|key| key.starts_with("keep.")));
+}
+
+/// B04: the broker cancels a consumer (its queue deleted) while it holds
+/// `prefetch` deliveries: it subscribes again only once those are
+/// settled, so never more than `prefetch` are unacknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b04_a_broker_cancel_keeps_the_prefetch_bound() {
+    init_logging();
+    let (binder, _) = connected_binder("bindery-b04").await;
+    let destination = unique_name("b04");
+    let queue = format!("{destination}.g");
+    let mut consumer = binder
+        .bind_consumer(&ConsumerSpec::new("in", &destination).group("g").prefetch(3))
+        .await
+        .unwrap();
+    let producer = binder
+        .bind_producer(&ProducerSpec::new("out", &destination))
+        .await
+        .unwrap();
+    for i in 0..3 {
+        send(producer.as_ref(), text(format!("old-{i}"))).await;
+    }
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(recv(consumer.as_mut(), "the old messages").await);
+    }
+    management_delete(&format!("queues/%2f/{}", encode(&queue)));
+    // Declared again by a producer, as the consumer waits for its old
+    // deliveries before it declares and subscribes again.
+    let provisioning = binder
+        .bind_producer(&ProducerSpec::new("again", &destination).required_groups(["g"]))
+        .await
+        .unwrap();
+    for i in 0..5 {
+        send(provisioning.as_ref(), text(format!("new-{i}"))).await;
+    }
+    let early = try_recv(consumer.as_mut(), Duration::from_secs(2)).await;
+    assert!(
+        early.is_none(),
+        "more than prefetch unacknowledged: {:?}",
+        early.map(|d| d.message().clone())
+    );
+    for delivery in held {
+        // The old queue is gone; its deliveries settle harmlessly.
+        delivery
+            .ack()
+            .await
+            .expect("ack of a deleted queue's delivery");
+    }
+    let mut seen = BTreeSet::new();
+    while seen.len() < 5 {
+        let delivery = recv(consumer.as_mut(), "the new messages").await;
+        seen.insert(String::from_utf8(delivery.message().payload().to_vec()).unwrap());
+        delivery.ack().await.unwrap();
+    }
+    assert!(seen.iter().all(|s| s.starts_with("new-")), "{seen:?}");
+}
+
+/// A02: a delivery says whether its queue dead-letters on the broker
+/// (`x-dead-letter-exchange`, from `auto-bind-dlq`), and a reject then
+/// lands in the DLQ; a dead-letter producer whose DLQ was deleted
+/// declares it again after the return.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a02_broker_dead_lettering_is_reported_and_a_deleted_dlq_comes_back() {
+    init_logging();
+    let (binder, _) = connected_binder("bindery-a02").await;
+    let destination = unique_name("a02");
+    let spec = ConsumerSpec::new("in", &destination)
+        .group("g")
+        .dead_letter(true);
+    let mut consumer = binder.bind_consumer(&spec).await.unwrap();
+    let mut plain = binder
+        .bind_consumer(
+            &ConsumerSpec::new("plain", &destination)
+                .group("plain")
+                .options(serde_json::json!({ "auto-bind-dlq": false })),
+        )
+        .await
+        .unwrap();
+    let mut anonymous = binder
+        .bind_consumer(&ConsumerSpec::new("anon", &destination))
+        .await
+        .unwrap();
+    let producer = binder
+        .bind_producer(&ProducerSpec::new("out", &destination))
+        .await
+        .unwrap();
+    send(producer.as_ref(), text("reject me")).await;
+    let (_, acknowledger) = recv(consumer.as_mut(), "the group's").await.into_parts();
+    assert!(acknowledger.broker_dead_letters());
+    acknowledger.nack(false).await.unwrap();
+    let (_, other) = recv(plain.as_mut(), "without auto-bind-dlq")
+        .await
+        .into_parts();
+    assert!(!other.broker_dead_letters());
+    other.ack().await.unwrap();
+    let (_, other) = recv(anonymous.as_mut(), "anonymous").await.into_parts();
+    assert!(!other.broker_dead_letters());
+    other.ack().await.unwrap();
+    let mut dlq = binder.bind_dead_letter_consumer(&spec).await.unwrap();
+    let dead = recv(dlq.as_mut(), "the broker's dead letter").await;
+    assert_eq!(dead.message().payload(), &Bytes::from_static(b"reject me"));
+    let (_, dead) = dead.into_parts();
+    assert!(!dead.broker_dead_letters(), "a DLQ has no DLX of its own");
+    dead.ack().await.unwrap();
+    drop(dlq);
+
+    let dead_letters = binder.bind_dead_letter_producer(&spec).await.unwrap();
+    let dlq_name = format!("{destination}.g.dlq");
+    management_delete(&format!("queues/%2f/{}", encode(&dlq_name)));
+    let returned = dead_letters
+        .send(text("first"))
+        .await
+        .unwrap()
+        .await
+        .expect_err("the DLQ is gone");
+    assert!(
+        matches!(rabbit_error(&returned), RabbitError::Returned { .. }),
+        "{returned}"
+    );
+    send(dead_letters.as_ref(), text("second")).await;
+    assert!(
+        management_has(&format!("queues/%2f/{}", encode(&dlq_name))),
+        "declared again"
+    );
+}
+
+/// A24: a consumer that cannot subscribe again for a reason other than a
+/// lost connection (its exchange declared again with another type) makes
+/// the binder down, naming the queue; up again once it subscribes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a24_a_consumer_that_cannot_subscribe_makes_health_down_until_it_can() {
+    init_logging();
+    let (binder, _) = connected_binder("bindery-a24").await;
+    let destination = unique_name("a24");
+    let queue = format!("{destination}.g");
+    let _consumer = binder
+        .bind_consumer(&ConsumerSpec::new("in", &destination).group("g"))
+        .await
+        .unwrap();
+    assert!(binder.health().is_up());
+    let exchange = format!("exchanges/%2f/{}", encode(&destination));
+    management_delete(&exchange);
+    management_put(
+        &exchange,
+        &serde_json::json!({ "type": "direct", "durable": true }),
+    );
+    // The broker cancels the consumer; declaring the topic exchange again
+    // now fails for good.
+    management_delete(&format!("queues/%2f/{}", encode(&queue)));
+    wait_until(Duration::from_secs(20), "health down", || {
+        !binder.health().is_up()
+    })
+    .await;
+    let bindery::binder::Health::Down(reason) = binder.health() else {
+        unreachable!("checked above");
+    };
+    assert!(reason.contains(&queue), "{reason}");
+    management_delete(&exchange);
+    wait_until(Duration::from_secs(20), "health up again", || {
+        binder.health().is_up()
+    })
+    .await;
+    assert!(management_has(&format!("queues/%2f/{}", encode(&queue))));
 }

@@ -188,3 +188,31 @@ pub fn encode(name: &str) -> String {
     }
     out
 }
+
+/// PUTs `body` (JSON) to `path` (after `/api/`) on the management API as
+/// guest, as an operator declaring an exchange or a queue would.
+pub fn management_put(path: &str, body: &serde_json::Value) {
+    let url = format!("http://127.0.0.1:15672/api/{path}");
+    let output = Command::new("curl")
+        .args([
+            "-fsS",
+            "-m",
+            "10",
+            "-u",
+            "guest:guest",
+            "-X",
+            "PUT",
+            "-H",
+            "content-type: application/json",
+            "-d",
+            &body.to_string(),
+            &url,
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run curl ({e}) for the management API"));
+    assert!(
+        output.status.success(),
+        "PUT {url} failed: {}\n{START_HINT}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

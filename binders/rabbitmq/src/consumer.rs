@@ -6,7 +6,18 @@
 //! The broker sends at most `prefetch` unacknowledged messages
 //! (`basic.qos`), so the hand-over buffer never holds more. Dropping the
 //! consumer ends the task, which closes the channel: the broker requeues
-//! whatever was not acknowledged.
+//! whatever was not acknowledged. While the buffer is full the task still
+//! answers [`Consumer::cancel`] and notices a dropped consumer; a
+//! delivery waiting for room when its channel dies is dropped (the broker
+//! redelivers it).
+//!
+//! `basic.qos` counts per consumer, so after the broker cancels the
+//! consumer (a deleted queue) the task subscribes again on the same
+//! channel only once every delivery of the old consumer is settled: the
+//! two never hold more than `prefetch` between them. A subscription that
+//! fails for a reason other than a lost connection (the queue declared
+//! again with other arguments) makes the binder's health down, naming the
+//! queue, until it succeeds.
 //!
 //! A nack with requeue hands the delivery back in front of this consumer
 //! rather than to the broker: the message stays unacknowledged on its
@@ -15,6 +26,7 @@
 //! which keeps the order a broker-side requeue would break (the broker
 //! has usually pushed later messages already).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -30,7 +42,8 @@ use lapin::options::{
 };
 use lapin::types::{FieldTable, ShortString};
 use lapin::{Acker, Channel};
-use tokio::sync::{mpsc, oneshot};
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
 use crate::connection::{Connector, Patience, unless_lost};
@@ -52,12 +65,61 @@ pub(crate) struct Subscription {
     pub(crate) prefetch: u16,
     /// Pause between failed subscriptions while the connection is up.
     pub(crate) retry_pause: Duration,
+    /// Whether the queue was declared with a dead-letter exchange, so a
+    /// reject without requeue dead-letters on the broker.
+    pub(crate) dead_lettering: bool,
+    /// Where a subscription that keeps failing reports itself.
+    pub(crate) stuck: Arc<Stuck>,
 }
 
-/// A live subscription: its channel and lapin's consumer.
+/// Consumers that cannot subscribe for a reason other than a lost
+/// connection, by consumer, with the reason: the binder is down while
+/// any is.
+#[derive(Debug, Default)]
+pub(crate) struct Stuck(Mutex<BTreeMap<u64, String>>);
+
+impl Stuck {
+    fn set(&self, consumer: u64, reason: String) {
+        self.0.lock().insert(consumer, reason);
+    }
+
+    fn clear(&self, consumer: u64) {
+        self.0.lock().remove(&consumer);
+    }
+
+    /// Every reason, or none while all consumers are subscribed.
+    pub(crate) fn reasons(&self) -> Option<String> {
+        let stuck = self.0.lock();
+        if stuck.is_empty() {
+            return None;
+        }
+        Some(stuck.values().cloned().collect::<Vec<_>>().join("; "))
+    }
+}
+
+/// A live subscription: its channel, lapin's consumer, and how many of
+/// its deliveries are not settled yet.
 struct Session {
     channel: Channel,
     consumer: lapin::Consumer,
+    unsettled: Arc<watch::Sender<usize>>,
+}
+
+/// Counts one unsettled delivery of a session until dropped (settled,
+/// skipped, or dropped unsettled).
+struct Held(Arc<watch::Sender<usize>>);
+
+impl Held {
+    fn new(unsettled: &Arc<watch::Sender<usize>>) -> Self {
+        unsettled.send_modify(|n| *n += 1);
+        Self(unsettled.clone())
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
 }
 
 impl Subscription {
@@ -93,12 +155,17 @@ impl Subscription {
             .map_err(|e| {
                 RabbitError::channel(format!("consuming from queue `{}`", self.queue), e)
             })?;
-        Ok(Session { channel, consumer })
+        Ok(Session {
+            channel,
+            consumer,
+            unsettled: Arc::new(watch::Sender::new(0)),
+        })
     }
 
     fn incoming(
         &self,
         delivery: lapin::message::Delivery,
+        unsettled: &Arc<watch::Sender<usize>>,
         requeue: &mpsc::UnboundedSender<Incoming>,
     ) -> Incoming {
         let message = mapping::incoming(delivery.data, &delivery.properties, &delivery.routing_key);
@@ -109,6 +176,8 @@ impl Subscription {
             redelivered: delivery.redelivered,
             exchange: delivery.exchange,
             routing_key: delivery.routing_key,
+            dead_lettering: self.dead_lettering,
+            held: Some(Held::new(unsettled)),
             requeue: Some((message.clone(), requeue.clone())),
         };
         Incoming { message, handle }
@@ -240,6 +309,19 @@ impl Consumer for RabbitConsumer {
     }
 }
 
+/// Where a consumer's task stands.
+enum State {
+    Live(Session),
+    /// The broker cancelled the consumer; the channel still works and
+    /// holds deliveries of the old consumer not settled yet.
+    Draining {
+        channel: Channel,
+        unsettled: Arc<watch::Sender<usize>>,
+    },
+    /// No channel: subscribe again.
+    Gone,
+}
+
 /// Keeps a subscription alive until the consumer is dropped.
 async fn run(
     subscription: Arc<Subscription>,
@@ -248,95 +330,162 @@ async fn run(
     redeliveries: mpsc::UnboundedSender<Incoming>,
     mut control: mpsc::Receiver<Control>,
 ) {
+    static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let queue = subscription.queue.clone();
     let binding = &subscription.binding;
-    let mut session = Some(session);
+    let mut state = State::Live(session);
+    // A delivery taken from lapin, waiting for room in the hand-over
+    // buffer.
+    let mut waiting: Option<Incoming> = None;
     // lapin may miss telling a consumer that its connection died (see
     // `unless_lost`); a look now and then catches that.
     let mut check = tokio::time::interval(Duration::from_secs(1));
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let Some(current) = session.as_mut() else {
-            let opened = tokio::select! {
-                () = deliveries.closed() => return,
-                Some(Control::Cancel(done)) = control.recv() => {
-                    // Nothing consumes while disconnected.
-                    let _ = done.send(());
-                    deliveries.closed().await;
-                    return;
-                }
-                opened = subscription.open(Patience::Forever) => opened,
-            };
-            match opened {
-                Ok(opened) => {
-                    info!(binding = %binding, queue = %queue, "consuming again");
-                    session = Some(opened);
-                }
-                Err(error) => {
-                    error!(binding = %binding, queue = %queue, "cannot consume, trying again in {:?}: {error}", subscription.retry_pause);
-                    tokio::select! {
-                        () = deliveries.closed() => return,
-                        () = tokio::time::sleep(subscription.retry_pause) => {}
-                    }
-                }
-            }
-            continue;
-        };
-        tokio::select! {
-            biased;
-            () = deliveries.closed() => break,
-            command = control.recv() => {
-                if let Some(Control::Cancel(done)) = command {
-                    let tag = current.consumer.tag();
-                    let channel = &current.channel;
-                    let cancelling = channel.basic_cancel(tag, BasicCancelOptions::default());
-                    if let Err(error) = unless_lost(|| channel.status().connected(), cancelling).await {
-                        warn!(binding = %binding, queue = %queue, "basic.cancel failed: {error}");
-                    }
-                    let _ = done.send(());
-                }
-                // Deliveries handed out stay acknowledgeable until the
-                // consumer is dropped.
-                deliveries.closed().await;
-                break;
-            }
-            _ = check.tick() => {
-                if !current.channel.status().connected() {
-                    warn!(binding = %binding, queue = %queue, "the consumer's channel is no longer open, subscribing again");
-                    session = None;
-                }
-            }
-            next = current.consumer.next() => match next {
-                Some(Ok(delivery)) => {
-                    let incoming = subscription.incoming(delivery, &redeliveries);
-                    if deliveries.send(incoming).await.is_err() {
+        match &mut state {
+            State::Gone => {
+                waiting = None;
+                let opened = tokio::select! {
+                    () = deliveries.closed() => break,
+                    Some(Control::Cancel(done)) = control.recv() => {
+                        // Nothing consumes while disconnected.
+                        let _ = done.send(());
+                        deliveries.closed().await;
                         break;
                     }
-                }
-                Some(Err(error)) => {
-                    warn!(binding = %binding, queue = %queue, "the consumer's channel was lost, subscribing again: {error}");
-                    session = None;
-                }
-                None => {
-                    // Keep the channel if it still works: deliveries
-                    // handed out on it stay acknowledgeable.
-                    let old = session.take().expect("matched above");
-                    if !old.channel.status().connected() {
-                        warn!(binding = %binding, queue = %queue, "the consumer's channel was closed, subscribing again");
-                    } else {
-                        warn!(binding = %binding, queue = %queue, "the broker cancelled the consumer (queue deleted?); declaring and subscribing again");
-                        match subscription.consume_on(old.channel.clone()).await {
-                            Ok(again) => session = Some(again),
-                            Err(error) => warn!(binding = %binding, queue = %queue, "subscribing on the same channel failed: {error}"),
+                    opened = subscription.open(Patience::Forever) => opened,
+                };
+                match opened {
+                    Ok(opened) => {
+                        info!(binding = %binding, queue = %queue, "consuming again");
+                        subscription.stuck.clear(id);
+                        state = State::Live(opened);
+                    }
+                    Err(error) => {
+                        if !error.is_transient() {
+                            subscription.stuck.set(
+                                id,
+                                format!(
+                                    "the consumer of queue `{queue}` cannot subscribe: {error}"
+                                ),
+                            );
+                        }
+                        error!(binding = %binding, queue = %queue, "cannot consume, trying again in {:?}: {error}", subscription.retry_pause);
+                        tokio::select! {
+                            () = deliveries.closed() => break,
+                            () = tokio::time::sleep(subscription.retry_pause) => {}
                         }
                     }
                 }
-            },
+            }
+            State::Draining { channel, unsettled } => {
+                let mut settled = unsettled.subscribe();
+                tokio::select! {
+                    () = deliveries.closed() => break,
+                    Some(Control::Cancel(done)) = control.recv() => {
+                        let _ = done.send(());
+                        deliveries.closed().await;
+                        break;
+                    }
+                    _ = check.tick() => {
+                        if !channel.status().connected() {
+                            warn!(binding = %binding, queue = %queue, "the consumer's channel was closed, subscribing again");
+                            state = State::Gone;
+                        }
+                    }
+                    // The `Ref` is not `Send`: drop it before the arm runs.
+                    _ = async { settled.wait_for(|n| *n == 0).await.map(|_| ()) } => {
+                        let channel = channel.clone();
+                        match subscription.consume_on(channel).await {
+                            Ok(again) => {
+                                info!(binding = %binding, queue = %queue, "consuming again");
+                                subscription.stuck.clear(id);
+                                state = State::Live(again);
+                            }
+                            Err(error) => {
+                                warn!(binding = %binding, queue = %queue, "subscribing on the same channel failed: {error}");
+                                if !error.is_transient() {
+                                    subscription.stuck.set(
+                                        id,
+                                        format!("the consumer of queue `{queue}` cannot subscribe: {error}"),
+                                    );
+                                }
+                                state = State::Gone;
+                            }
+                        }
+                    }
+                }
+            }
+            State::Live(current) => {
+                tokio::select! {
+                    biased;
+                    () = deliveries.closed() => break,
+                    command = control.recv() => {
+                        if let Some(Control::Cancel(done)) = command {
+                            let tag = current.consumer.tag();
+                            let channel = &current.channel;
+                            let cancelling = channel.basic_cancel(tag, BasicCancelOptions::default());
+                            if let Err(error) = unless_lost(|| channel.status().connected(), cancelling).await {
+                                warn!(binding = %binding, queue = %queue, "basic.cancel failed: {error}");
+                            }
+                            let _ = done.send(());
+                        }
+                        // Not handed out: the broker requeues it when the
+                        // channel closes.
+                        waiting = None;
+                        // Deliveries handed out stay acknowledgeable until the
+                        // consumer is dropped.
+                        deliveries.closed().await;
+                        break;
+                    }
+                    _ = check.tick() => {
+                        if !current.channel.status().connected() {
+                            warn!(binding = %binding, queue = %queue, "the consumer's channel is no longer open, subscribing again");
+                            state = State::Gone;
+                        }
+                    }
+                    permit = deliveries.reserve(), if waiting.is_some() => match permit {
+                        Ok(permit) => permit.send(waiting.take().expect("guarded")),
+                        Err(_) => break,
+                    },
+                    next = current.consumer.next(), if waiting.is_none() => match next {
+                        Some(Ok(delivery)) => {
+                            waiting = Some(subscription.incoming(delivery, &current.unsettled, &redeliveries));
+                        }
+                        Some(Err(error)) => {
+                            warn!(binding = %binding, queue = %queue, "the consumer's channel was lost, subscribing again: {error}");
+                            state = State::Gone;
+                        }
+                        None => {
+                            if !current.channel.status().connected() {
+                                warn!(binding = %binding, queue = %queue, "the consumer's channel was closed, subscribing again");
+                                state = State::Gone;
+                            } else {
+                                // Keep the channel: deliveries handed out on
+                                // it stay acknowledgeable.
+                                warn!(binding = %binding, queue = %queue, "the broker cancelled the consumer (queue deleted?); declaring and subscribing again once its deliveries are settled");
+                                state = State::Draining {
+                                    channel: current.channel.clone(),
+                                    unsettled: current.unsettled.clone(),
+                                };
+                            }
+                        }
+                    },
+                }
+            }
         }
     }
-    if let Some(session) = session {
+    subscription.stuck.clear(id);
+    drop(waiting);
+    let channel = match state {
+        State::Live(session) => Some(session.channel),
+        State::Draining { channel, .. } => Some(channel),
+        State::Gone => None,
+    };
+    if let Some(channel) = channel {
         // Closing hands every unacknowledged delivery back to the queue.
-        let closing = session.channel.close(200, "consumer dropped".into());
+        let closing = channel.close(200, "consumer dropped".into());
         let _ = tokio::time::timeout(Duration::from_secs(5), closing).await;
     }
 }
@@ -349,6 +498,10 @@ struct RabbitDelivery {
     redelivered: bool,
     exchange: ShortString,
     routing_key: ShortString,
+    /// Whether the queue dead-letters rejected messages itself.
+    dead_lettering: bool,
+    /// Counts this delivery as unsettled on its session until dropped.
+    held: Option<Held>,
     /// The message and the way back to the consumer, for a nack with
     /// requeue.
     requeue: Option<(Message, mpsc::UnboundedSender<Incoming>)>,
@@ -393,6 +546,8 @@ impl DeliveryHandle for RabbitDelivery {
                         redelivered: true,
                         exchange: self.exchange.clone(),
                         routing_key: self.routing_key.clone(),
+                        dead_lettering: self.dead_lettering,
+                        held: self.held.take(),
                         requeue: Some((message.clone(), consumer.clone())),
                     };
                     if consumer.send(Incoming { message, handle }).is_ok() {
@@ -415,6 +570,10 @@ impl DeliveryHandle for RabbitDelivery {
 
     fn redelivered(&self) -> bool {
         self.redelivered
+    }
+
+    fn broker_dead_letters(&self) -> bool {
+        self.dead_lettering
     }
 
     fn dead_letter_headers(&self, headers: &mut Headers) {

@@ -74,6 +74,35 @@ pub enum RabbitError {
         /// The exchange it was published to.
         exchange: String,
     },
+    /// The broker closed the publishing channel because of this message
+    /// itself (`PRECONDITION_FAILED`, `ACCESS_REFUSED`: an expiration that
+    /// is not a number, a message above `max_message_size`, no write
+    /// permission). Publishing it again cannot succeed.
+    #[error("the broker refused the message published to exchange `{exchange}`: {code} {text}")]
+    Refused {
+        /// The exchange it was published to.
+        exchange: String,
+        /// The broker's reply code (406 or 403).
+        code: u16,
+        /// The broker's reply text.
+        text: String,
+    },
+    /// The message's content header (its properties and headers) is larger
+    /// than one frame of the connection: RabbitMQ would close the whole
+    /// connection for it, so it is not published.
+    #[error(
+        "the headers of a message to exchange `{exchange}` take {size} bytes, above the {limit} bytes one frame holds (frame_max {frame_max})"
+    )]
+    HeadersTooLarge {
+        /// The exchange it was meant for.
+        exchange: String,
+        /// The content header's encoded size.
+        size: usize,
+        /// The largest content header the connection takes.
+        limit: usize,
+        /// The connection's negotiated `frame_max`.
+        frame_max: u32,
+    },
     /// No confirm came within `confirm-timeout`, across reconnections.
     #[error("no publisher confirm within {timeout:?} for a message to exchange `{exchange}`{}", last_error.as_deref().map(|e| format!(" (last error: {e})")).unwrap_or_default())]
     ConfirmTimeout {
@@ -122,7 +151,9 @@ impl RabbitError {
             Self::Channel { .. } => BinderErrorKind::Provisioning,
             Self::NameTooLong { .. } | Self::Options { .. } => BinderErrorKind::InvalidOptions,
             Self::Returned { .. } => BinderErrorKind::Unroutable,
-            Self::Nacked { .. } => BinderErrorKind::Rejected,
+            Self::Nacked { .. } | Self::Refused { .. } | Self::HeadersTooLarge { .. } => {
+                BinderErrorKind::Rejected
+            }
         }
     }
 
@@ -168,6 +199,25 @@ pub(crate) fn is_transient(error: &lapin::Error) -> bool {
     }
 }
 
+/// The reply code and text when a lapin error is the broker closing a
+/// channel because of what was sent on it (406 `PRECONDITION_FAILED`,
+/// 403 `ACCESS_REFUSED`), as opposed to a lost connection.
+pub(crate) fn refusal(error: &lapin::Error) -> Option<(u16, String)> {
+    match error.kind() {
+        ErrorKind::ProtocolError(amqp)
+            if matches!(
+                amqp.kind(),
+                AMQPErrorKind::Soft(
+                    AMQPSoftError::PRECONDITIONFAILED | AMQPSoftError::ACCESSREFUSED
+                )
+            ) =>
+        {
+            Some((amqp.get_id(), amqp.get_message().to_string()))
+        }
+        _ => None,
+    }
+}
+
 /// Whether a lapin error is the broker refusing a declaration because the
 /// entity exists with other arguments or type.
 pub(crate) fn is_precondition_failed(error: &lapin::Error) -> bool {
@@ -202,6 +252,40 @@ mod tests {
             std::error::Error::source(&binder).is_some(),
             "the cause is kept"
         );
+    }
+
+    #[test]
+    fn a05_refusals_and_oversized_headers_are_rejected_for_good() {
+        let refused = RabbitError::Refused {
+            exchange: "orders".into(),
+            code: 406,
+            text: "PRECONDITION_FAILED - invalid expiration".into(),
+        };
+        assert_eq!(refused.kind(), BinderErrorKind::Rejected);
+        assert!(!refused.is_transient());
+        let large = RabbitError::HeadersTooLarge {
+            exchange: "orders".into(),
+            size: 200_000,
+            limit: 131_064,
+            frame_max: 131_072,
+        };
+        assert_eq!(large.kind(), BinderErrorKind::Rejected);
+        let amqp = |kind| {
+            lapin::Error::from(ErrorKind::ProtocolError(lapin::protocol::AMQPError::new(
+                kind,
+                "PRECONDITION_FAILED - invalid expiration 'soon'".into(),
+            )))
+        };
+        assert_eq!(
+            refusal(&amqp(AMQPSoftError::PRECONDITIONFAILED.into())),
+            Some((
+                406,
+                "PRECONDITION_FAILED - invalid expiration 'soon'".into()
+            ))
+        );
+        assert_eq!(refusal(&amqp(AMQPSoftError::NOTFOUND.into())), None);
+        let io: lapin::Error = std::io::Error::other("reset").into();
+        assert_eq!(refusal(&io), None);
     }
 
     #[test]

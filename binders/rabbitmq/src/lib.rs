@@ -13,10 +13,14 @@
 //!   confirms in flight; messages are persistent and `mandatory`, so an
 //!   unroutable message is a failed send. Consumers acknowledge manually,
 //!   with `prefetch` as `basic.qos`.
-//! - **Mapping**: `contentType` is the `content_type` property, other
-//!   headers are AMQP headers, the key travels in [`KEY_HEADER`]
-//!   (`x-bindery-key`), the routing key is AMQP's. Dead letters also carry
-//!   [`ORIGINAL_EXCHANGE`] and [`ORIGINAL_ROUTING_KEY`], as Spring's do.
+//! - **Mapping**: `contentType` is the `content_type` property, the other
+//!   AMQP properties are the headers Spring AMQP names ([`headers`]:
+//!   `amqp_messageId`, `amqp_correlationId`, ...), other headers are AMQP
+//!   headers, the key travels in [`KEY_HEADER`] (`x-bindery-key`), the
+//!   routing key is AMQP's. Each publish also carries the private
+//!   [`SEQUENCE_HEADER`] (`x-bindery-seq`), which consumers remove. Dead
+//!   letters also carry [`ORIGINAL_EXCHANGE`] and [`ORIGINAL_ROUTING_KEY`],
+//!   as Spring's do.
 //! - **Recovery**: nothing connects until the first binding; a broker
 //!   that is down makes binding fail as transient, which the runtime
 //!   retries with back-off. A lost connection or channel, or a consumer
@@ -67,7 +71,7 @@ use bindery_core::binder::{
 };
 use bindery_core::config::Problem;
 use bindery_core::error::BinderError;
-use bindery_core::registry::{BinderProvider, parse_options};
+use bindery_core::registry::{BinderProvider, Patience as DeliveryPatience, parse_options};
 use parking_lot::Mutex;
 
 pub use consumer::{ORIGINAL_EXCHANGE, ORIGINAL_ROUTING_KEY};
@@ -75,13 +79,13 @@ pub use error::{RabbitError, Result};
 /// The AMQP client this binder is built on, for what the binder does not
 /// cover (inspecting or deleting queues, in tests for instance).
 pub use lapin;
-pub use mapping::KEY_HEADER;
+pub use mapping::{KEY_HEADER, SEQUENCE_HEADER, headers};
 pub use settings::{ExchangeType, RabbitBindingOptions, RabbitSettings, redact_uri};
 pub use topology::DEAD_LETTER_EXCHANGE;
 
 use closing::Closings;
 use connection::{Connector, Patience};
-use consumer::{ConsumerTask, RabbitConsumer, Subscription};
+use consumer::{ConsumerTask, RabbitConsumer, Stuck, Subscription};
 use producer::{Publisher, RabbitProducer, Route};
 use topology::{Topology, short};
 
@@ -101,6 +105,8 @@ pub struct RabbitBinder {
     publishers: Mutex<Vec<Weak<Publisher>>>,
     /// Consumer tasks, whose channels shutdown lets close first.
     consumer_tasks: Mutex<Vec<ConsumerTask>>,
+    /// Consumers that cannot subscribe, which make the binder down.
+    stuck: Arc<Stuck>,
     /// Channels of dropped producers, closing.
     closings: Arc<Closings>,
 }
@@ -121,6 +127,7 @@ impl RabbitBinder {
             settings,
             publishers: Mutex::new(Vec::new()),
             consumer_tasks: Mutex::new(Vec::new()),
+            stuck: Arc::default(),
             closings: Arc::default(),
         }
     }
@@ -198,7 +205,14 @@ impl RabbitBinder {
         topology: Topology,
         queue: String,
     ) -> Result<Box<dyn Consumer>> {
+        // The queue's own dead-lettering, as declared (`auto-bind-dlq`).
+        let dead_lettering = topology
+            .queues
+            .iter()
+            .any(|q| q.name == queue && q.arguments.contains_key("x-dead-letter-exchange"));
         let subscription = Subscription {
+            dead_lettering,
+            stuck: self.stuck.clone(),
             binding: spec.binding.clone(),
             connector: self.consuming.clone(),
             topology,
@@ -316,7 +330,10 @@ impl Binder for RabbitBinder {
     fn health(&self) -> Health {
         match (self.publishing.health(), self.consuming.health()) {
             (Health::Down(reason), _) | (_, Health::Down(reason)) => Health::Down(reason),
-            _ => Health::Up,
+            _ => match self.stuck.reasons() {
+                Some(reasons) => Health::Down(reasons),
+                None => Health::Up,
+            },
         }
     }
 
@@ -385,6 +402,20 @@ impl BinderProvider for RabbitProvider {
     ) {
         options.check(path, problems);
     }
+
+    /// The broker's `consumer_timeout`, as the `consumer-timeout` setting
+    /// states it (RabbitMQ's default, 30 min, unless set): beyond it the
+    /// broker closes the channel of a consumer that holds a delivery
+    /// unacknowledged.
+    fn delivery_patience(
+        settings: &RabbitSettings,
+        _options: &RabbitBindingOptions,
+    ) -> Option<DeliveryPatience> {
+        Some(DeliveryPatience {
+            limit: settings.consumer_timeout,
+            source: "RabbitMQ's consumer_timeout (binder setting consumer-timeout)",
+        })
+    }
 }
 
 #[linkme::distributed_slice(BINDER_FACTORIES)]
@@ -412,6 +443,40 @@ mod tests {
         assert_eq!(binder.dead_letter_destination(&spec), "parking");
         assert_eq!(binder.capabilities(), Capabilities::all());
         assert!(binder.health().is_up(), "not connected yet is not down");
+    }
+
+    #[test]
+    fn a14_delivery_patience_is_the_consumer_timeout() {
+        let factory = BINDER_FACTORIES
+            .iter()
+            .find(|f| f.binder_type == TYPE)
+            .expect("registered");
+        let default =
+            (factory.delivery_patience)(&serde_json::Value::Null, &serde_json::Value::Null)
+                .expect("RabbitMQ has a limit");
+        assert_eq!(default.limit, Duration::from_secs(30 * 60));
+        assert!(
+            default.source.contains("consumer_timeout"),
+            "{}",
+            default.source
+        );
+        let set = (factory.delivery_patience)(
+            &serde_json::json!({ "consumer-timeout": "2h" }),
+            &serde_json::json!({ "quorum": true }),
+        )
+        .expect("a limit");
+        assert_eq!(set.limit, Duration::from_secs(2 * 3600));
+        let mut problems = Vec::new();
+        (factory.check_settings)(
+            &serde_json::json!({ "consumer-timeout": 0 }),
+            "binders.r",
+            &mut problems,
+        );
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].to_string().contains("consumer-timeout"),
+            "{problems:?}"
+        );
     }
 
     #[test]

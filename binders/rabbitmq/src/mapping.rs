@@ -1,8 +1,10 @@
 //! bindery messages to AMQP and back, as Spring maps them: the
-//! `contentType` header is the `content_type` property, other headers are
-//! AMQP headers (long strings), messages are persistent. The key, which
-//! AMQP lacks, travels in the `x-bindery-key` header; the routing key is
-//! the AMQP routing key.
+//! `contentType` header is the `content_type` property, the other AMQP
+//! properties are the headers Spring AMQP's `DefaultAmqpHeaderMapper`
+//! names (`amqp_messageId`, ...; see [`headers`]), other headers are AMQP
+//! headers (long strings), messages are persistent. The key, which AMQP
+//! lacks, travels in the `x-bindery-key` header; the routing key is the
+//! AMQP routing key.
 
 use std::borrow::Cow;
 use std::fmt::Write;
@@ -18,8 +20,47 @@ use crate::topology::short;
 /// The header that carries a message's key.
 pub const KEY_HEADER: &str = "x-bindery-key";
 
+/// The private header that carries a publish's sequence number on its
+/// channel, so that a returned message names the publish it belongs to.
+/// Set by the producer on every publish, removed again by consumers.
+pub const SEQUENCE_HEADER: &str = "x-bindery-seq";
+
+/// The headers that stand for AMQP message properties, named as Spring
+/// AMQP names them (`AmqpHeaders`, and `priority` as
+/// `AmqpMessageHeaderAccessor.PRIORITY`). A consumer sets them from the
+/// properties; a producer turns them back into properties, so a message
+/// consumed and sent on keeps its `message_id`. Values are text:
+/// `amqp_timestamp` is seconds since the Unix epoch and `priority` a
+/// number from 0 to 255; a value that does not parse stays an ordinary
+/// header.
+pub mod headers {
+    /// `message_id`.
+    pub const MESSAGE_ID: &str = "amqp_messageId";
+    /// `correlation_id`.
+    pub const CORRELATION_ID: &str = "amqp_correlationId";
+    /// `reply_to`.
+    pub const REPLY_TO: &str = "amqp_replyTo";
+    /// `timestamp`, in seconds since the Unix epoch.
+    pub const TIMESTAMP: &str = "amqp_timestamp";
+    /// `type`.
+    pub const TYPE: &str = "amqp_type";
+    /// `app_id`.
+    pub const APP_ID: &str = "amqp_appId";
+    /// `priority`, 0 to 255.
+    pub const PRIORITY: &str = "priority";
+    /// `expiration`: the per-message TTL in milliseconds, as text. The
+    /// broker closes the publishing channel for a value that is not a
+    /// number; that send then fails as rejected.
+    pub const EXPIRATION: &str = "amqp_expiration";
+}
+
 /// AMQP's delivery mode for messages written to disk.
 const PERSISTENT: u8 = 2;
+
+/// How deep nested header tables and arrays are rendered as text; deeper
+/// levels read as `…`. The broker's own headers (`x-death`) nest three
+/// levels; the bound keeps a crafted header from exhausting the stack.
+const MAX_TEXT_DEPTH: usize = 16;
 
 /// A message ready to publish; kept until confirmed, to publish again if
 /// its channel dies first.
@@ -29,6 +70,16 @@ pub(crate) struct Outgoing {
     pub(crate) routing_key: ShortString,
     pub(crate) properties: BasicProperties,
     pub(crate) payload: Bytes,
+}
+
+impl Outgoing {
+    /// The properties of one publish: the message's, plus its sequence
+    /// number on the channel in [`SEQUENCE_HEADER`].
+    pub(crate) fn properties_for(&self, seq: u64) -> BasicProperties {
+        let mut table = self.properties.headers().clone().unwrap_or_default();
+        table.insert(SEQUENCE_HEADER.into(), long(seq.to_string().as_bytes()));
+        self.properties.clone().with_headers(table)
+    }
 }
 
 /// Maps `message` for exchange `exchange`, with routing key `routing_key`
@@ -48,13 +99,13 @@ pub(crate) fn outgoing(
     let mut properties = BasicProperties::default().with_delivery_mode(PERSISTENT);
     let mut table = FieldTable::default();
     for (name, value) in message.headers().iter() {
-        if name == names::CONTENT_TYPE {
-            if let Ok(content_type) = ShortString::try_new(value) {
-                properties = properties.with_content_type(content_type);
-                continue;
-            }
+        if name == SEQUENCE_HEADER {
+            // The producer numbers its own publishes.
+            continue;
         }
-        table.insert(short("header name", name)?, long(value.as_bytes()));
+        if !set_property(&mut properties, name, value) {
+            table.insert(short("header name", name)?, long(value.as_bytes()));
+        }
     }
     if let Some(key) = message.key() {
         table.insert(KEY_HEADER.into(), long(key));
@@ -70,12 +121,47 @@ pub(crate) fn outgoing(
     })
 }
 
+/// Sets the property header `name` stands for; false when `name` is an
+/// ordinary header (or its value does not fit the property).
+fn set_property(properties: &mut BasicProperties, name: &str, value: &str) -> bool {
+    let text = || ShortString::try_new(value).ok();
+    let taken = std::mem::take(properties);
+    let (set, kept) = match name {
+        names::CONTENT_TYPE => (text().map(|v| taken.clone().with_content_type(v)), taken),
+        headers::MESSAGE_ID => (text().map(|v| taken.clone().with_message_id(v)), taken),
+        headers::CORRELATION_ID => (text().map(|v| taken.clone().with_correlation_id(v)), taken),
+        headers::REPLY_TO => (text().map(|v| taken.clone().with_reply_to(v)), taken),
+        headers::TYPE => (text().map(|v| taken.clone().with_type(v)), taken),
+        headers::APP_ID => (text().map(|v| taken.clone().with_app_id(v)), taken),
+        headers::EXPIRATION => (text().map(|v| taken.clone().with_expiration(v)), taken),
+        headers::TIMESTAMP => (
+            value
+                .parse::<u64>()
+                .ok()
+                .map(|v| taken.clone().with_timestamp(v)),
+            taken,
+        ),
+        headers::PRIORITY => (
+            value
+                .parse::<u8>()
+                .ok()
+                .map(|v| taken.clone().with_priority(v)),
+            taken,
+        ),
+        _ => (None, taken),
+    };
+    let found = set.is_some();
+    *properties = set.unwrap_or(kept);
+    found
+}
+
 fn long(bytes: &[u8]) -> AMQPValue {
     AMQPValue::LongString(LongString::from(bytes.to_vec()))
 }
 
-/// The message a consumer receives: the payload, `contentType` from the
-/// property, every header as text, the key from `x-bindery-key`, and the
+/// The message a consumer receives: the payload, `contentType` and the
+/// [`headers`] from the properties, every header as text (but the
+/// producer's [`SEQUENCE_HEADER`]), the key from `x-bindery-key`, and the
 /// routing key it was published with.
 pub(crate) fn incoming(
     data: Vec<u8>,
@@ -92,15 +178,37 @@ pub(crate) fn incoming(
     }
     if let Some(table) = properties.headers() {
         for (name, value) in table {
-            if name.as_str() == KEY_HEADER {
-                key = Some(match value {
-                    AMQPValue::LongString(bytes) => Bytes::copy_from_slice(bytes.as_bytes()),
-                    other => Bytes::from(text(other)),
-                });
-            } else {
-                headers.insert(name.as_str().to_owned(), text(value));
+            match name.as_str() {
+                KEY_HEADER => {
+                    key = Some(match value {
+                        AMQPValue::LongString(bytes) => Bytes::copy_from_slice(bytes.as_bytes()),
+                        other => Bytes::from(text(other)),
+                    });
+                }
+                SEQUENCE_HEADER => {}
+                name => headers.insert(name.to_owned(), text(value)),
             }
         }
+    }
+    // After the table: the properties win over headers of the same name.
+    let texts = [
+        (headers::MESSAGE_ID, properties.message_id()),
+        (headers::CORRELATION_ID, properties.correlation_id()),
+        (headers::REPLY_TO, properties.reply_to()),
+        (headers::TYPE, properties.kind()),
+        (headers::APP_ID, properties.app_id()),
+        (headers::EXPIRATION, properties.expiration()),
+    ];
+    for (name, value) in texts {
+        if let Some(value) = value {
+            headers.insert(name, value.as_str().to_owned());
+        }
+    }
+    if let Some(timestamp) = properties.timestamp() {
+        headers.insert(headers::TIMESTAMP, timestamp.to_string());
+    }
+    if let Some(priority) = properties.priority() {
+        headers.insert(headers::PRIORITY, priority.to_string());
     }
     let mut message = Message::new(Bytes::from(data)).with_headers(headers);
     message.set_key(key);
@@ -121,14 +229,16 @@ fn known_content_type(content_type: &str) -> Cow<'static, str> {
 }
 
 /// A header value as text. Spring and the broker write more than strings
-/// (`x-death` is an array of tables); those read as JSON-like text.
+/// (`x-death` is an array of tables); those read as JSON-like text, down
+/// to [`MAX_TEXT_DEPTH`] levels.
 pub(crate) fn text(value: &AMQPValue) -> String {
     let mut out = String::new();
-    write_text(&mut out, value, false);
+    write_text(&mut out, value, 0);
     out
 }
 
-fn write_text(out: &mut String, value: &AMQPValue, nested: bool) {
+fn write_text(out: &mut String, value: &AMQPValue, depth: usize) {
+    let nested = depth > 0;
     let quoted = |out: &mut String, s: &str| {
         if nested {
             let _ = write!(out, "{s:?}");
@@ -136,6 +246,11 @@ fn write_text(out: &mut String, value: &AMQPValue, nested: bool) {
             out.push_str(s);
         }
     };
+    let deeper = matches!(value, AMQPValue::FieldArray(_) | AMQPValue::FieldTable(_));
+    if deeper && depth >= MAX_TEXT_DEPTH {
+        out.push('…');
+        return;
+    }
     // Writing to a String cannot fail.
     let _ = match value {
         AMQPValue::Boolean(v) => write!(out, "{v}"),
@@ -172,7 +287,7 @@ fn write_text(out: &mut String, value: &AMQPValue, nested: bool) {
                 if i > 0 {
                     out.push_str(", ");
                 }
-                write_text(out, item, true);
+                write_text(out, item, depth + 1);
             }
             out.push(']');
             Ok(())
@@ -184,12 +299,66 @@ fn write_text(out: &mut String, value: &AMQPValue, nested: bool) {
                     out.push_str(", ");
                 }
                 let _ = write!(out, "{:?}: ", name.as_str());
-                write_text(out, item, true);
+                write_text(out, item, depth + 1);
             }
             out.push('}');
             Ok(())
         }
     };
+}
+
+/// The size of the content header frame's payload for `properties`
+/// (class, weight, body size, property flags and list), which RabbitMQ
+/// refuses, closing the whole connection, above `frame_max - 8`. lapin
+/// always sends the content header as one frame.
+pub(crate) fn content_header_size(properties: &BasicProperties) -> usize {
+    let short = |s: &Option<ShortString>| s.as_ref().map_or(0, |s| 1 + s.as_str().len());
+    let octet = |o: &Option<u8>| usize::from(o.is_some());
+    // Class id, weight, body size, one flags word (AMQP 0-9-1 has 14
+    // basic properties, so one word holds them all).
+    2 + 2
+        + 8
+        + 2
+        + short(properties.content_type())
+        + short(properties.content_encoding())
+        + properties.headers().as_ref().map_or(0, table_size)
+        + octet(properties.delivery_mode())
+        + octet(properties.priority())
+        + short(properties.correlation_id())
+        + short(properties.reply_to())
+        + short(properties.expiration())
+        + short(properties.message_id())
+        + properties.timestamp().map_or(0, |_| 8)
+        + short(properties.kind())
+        + short(properties.user_id())
+        + short(properties.app_id())
+        + short(properties.cluster_id())
+}
+
+/// A field table's encoded size: its length word and entries.
+fn table_size(table: &FieldTable) -> usize {
+    4 + table
+        .into_iter()
+        .map(|(name, value)| 1 + name.as_str().len() + value_size(value))
+        .sum::<usize>()
+}
+
+/// A field value's encoded size with its type tag. Recursive, but only
+/// over tables the producer built (long strings only, in practice).
+fn value_size(value: &AMQPValue) -> usize {
+    1 + match value {
+        AMQPValue::Boolean(_) | AMQPValue::ShortShortInt(_) | AMQPValue::ShortShortUInt(_) => 1,
+        AMQPValue::ShortInt(_) | AMQPValue::ShortUInt(_) => 2,
+        AMQPValue::LongInt(_) | AMQPValue::LongUInt(_) | AMQPValue::Float(_) => 4,
+        AMQPValue::LongLongInt(_) | AMQPValue::Double(_) | AMQPValue::Timestamp(_) => 8,
+        AMQPValue::DecimalValue(_) => 5,
+        AMQPValue::ShortString(s) => 1 + s.as_str().len(),
+        AMQPValue::LongString(s) => 4 + s.len(),
+        AMQPValue::ByteArray(b) => 4 + b.len(),
+        AMQPValue::FieldArray(items) => 4 + items.as_slice().iter().map(value_size).sum::<usize>(),
+        AMQPValue::FieldTable(table) => table_size(table),
+        AMQPValue::Void => 0,
+    }
 }
 
 #[cfg(test)]
@@ -279,5 +448,114 @@ mod tests {
             Some(r#"[{"count": 2, "queue": "orders.billing"}]"#)
         );
         assert_eq!(message.routing_key(), None, "an empty routing key is none");
+    }
+
+    #[test]
+    fn a06_amqp_properties_map_to_spring_headers_both_ways() {
+        let sent = Message::new(Bytes::from_static(b"x"))
+            .with_header(headers::MESSAGE_ID, "order-7")
+            .with_header(headers::CORRELATION_ID, "corr-1")
+            .with_header(headers::REPLY_TO, "replies")
+            .with_header(headers::TIMESTAMP, "1700000000")
+            .with_header(headers::TYPE, "OrderPlaced")
+            .with_header(headers::APP_ID, "shop")
+            .with_header(headers::PRIORITY, "7")
+            .with_header(headers::EXPIRATION, "60000")
+            .with_header("trace-id", "t-1");
+        let (out, back) = round_trip(sent.clone(), "orders");
+        let p = &out.properties;
+        let s = |v: &Option<ShortString>| v.as_ref().map(|v| v.as_str().to_owned());
+        assert_eq!(s(p.message_id()).as_deref(), Some("order-7"));
+        assert_eq!(s(p.correlation_id()).as_deref(), Some("corr-1"));
+        assert_eq!(s(p.reply_to()).as_deref(), Some("replies"));
+        assert_eq!(p.timestamp(), &Some(1_700_000_000));
+        assert_eq!(s(p.kind()).as_deref(), Some("OrderPlaced"));
+        assert_eq!(s(p.app_id()).as_deref(), Some("shop"));
+        assert_eq!(p.priority(), &Some(7));
+        assert_eq!(s(p.expiration()).as_deref(), Some("60000"));
+        let table = p.headers().as_ref().expect("trace-id stays a header");
+        assert_eq!(
+            table.inner().keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+            ["trace-id"],
+            "properties are not also headers"
+        );
+        for (name, value) in sent.headers().iter() {
+            assert_eq!(back.headers().get(name), Some(value), "{name}");
+        }
+    }
+
+    #[test]
+    fn a06_values_that_do_not_fit_a_property_stay_headers() {
+        let sent = Message::new(Bytes::new())
+            .with_header(headers::PRIORITY, "high")
+            .with_header(headers::TIMESTAMP, "yesterday");
+        let (out, back) = round_trip(sent, "orders");
+        assert_eq!(out.properties.priority(), &None);
+        assert_eq!(out.properties.timestamp(), &None);
+        assert_eq!(back.headers().get(headers::PRIORITY), Some("high"));
+        assert_eq!(back.headers().get(headers::TIMESTAMP), Some("yesterday"));
+    }
+
+    #[test]
+    fn a06_the_sequence_header_is_private() {
+        let sent = Message::new(Bytes::new())
+            .with_header(headers::MESSAGE_ID, "mine")
+            .with_header(SEQUENCE_HEADER, "99");
+        let out = outgoing(sent, &"e".into(), None, &"e".into()).unwrap();
+        assert!(
+            out.properties.headers().is_none(),
+            "a user's seq is dropped"
+        );
+        let published = out.properties_for(5);
+        let table = published.headers().as_ref().unwrap();
+        assert_eq!(text(&table.inner()[SEQUENCE_HEADER]), "5");
+        assert_eq!(
+            published.message_id().as_ref().map(ShortString::as_str),
+            Some("mine"),
+            "the sequence never replaces the message id"
+        );
+        let back = incoming(Vec::new(), &published, &"".into());
+        assert!(!back.headers().contains(SEQUENCE_HEADER));
+        assert_eq!(back.headers().get(headers::MESSAGE_ID), Some("mine"));
+    }
+
+    #[test]
+    fn b05_deeply_nested_headers_render_bounded() {
+        // Built bottom-up; 100,000 levels would overflow the stack of a
+        // renderer that recursed once per level. (Dropping the value is
+        // lapin's type's own recursive drop: kept at a depth it survives.)
+        let mut value = AMQPValue::LongString("bottom".into());
+        for _ in 0..2_000 {
+            value = AMQPValue::FieldArray(FieldArray::from(vec![value]));
+        }
+        let shown = text(&value);
+        assert_eq!(shown.matches('[').count(), MAX_TEXT_DEPTH, "{shown}");
+        assert!(shown.contains('…'), "{shown}");
+        let mut table = FieldTable::default();
+        table.insert("deep".into(), value);
+        let properties = BasicProperties::default().with_headers(table);
+        let message = incoming(Vec::new(), &properties, &"".into());
+        assert!(message.headers().get("deep").unwrap().len() < 100);
+    }
+
+    #[test]
+    fn b02_content_header_size_is_what_lapin_writes() {
+        use lapin::protocol::basic::gen_properties;
+        let sent = Message::new(Bytes::from_static(b"payload"))
+            .with_content_type("text/plain")
+            .with_header(headers::MESSAGE_ID, "id-1")
+            .with_header(headers::TIMESTAMP, "17")
+            .with_header(headers::PRIORITY, "3")
+            .with_header("big", "v".repeat(1000))
+            .with_key(Bytes::from_static(b"k"));
+        let out = outgoing(sent, &"e".into(), None, &"e".into()).unwrap();
+        for properties in [out.properties_for(12_345), BasicProperties::default()] {
+            let written = gen_properties(&properties)(Vec::<u8>::new().into())
+                .expect("serializes")
+                .into_inner()
+                .0;
+            // Class id, weight and body size come before the properties.
+            assert_eq!(content_header_size(&properties), 12 + written.len());
+        }
     }
 }

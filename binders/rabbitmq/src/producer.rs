@@ -9,25 +9,41 @@
 //! settles each send. It also fixes an attribution problem: lapin hands a
 //! returned (unroutable) message to whichever confirm completes next,
 //! which under RabbitMQ's batched and out-of-order confirms may be another
-//! message's. So every publish carries its sequence number as
-//! `message_id`, and the pump files returns by that number. lapin gives a
-//! return to the first confirm it completes after the return arrived,
-//! which is never later than the owner's own confirm unless several
-//! returns wait at once; so the pump takes every confirm that has completed
-//! before it decides any, and once a channel has seen a return it also
-//! waits a short grace period before deciding, for the rest of a batch
-//! that lapin may still be completing. Channels without unroutable traffic
-//! never pay that latency.
+//! message's. So every publish carries its sequence number on the channel
+//! in the private header `x-bindery-seq` (the message's own `message_id`
+//! is left alone), and the pump files each return under that number. It
+//! decides a confirm only once its return, if any, must have been seen:
+//! the broker sends a message's return before its confirm, lapin queues
+//! returns and pops one per confirm it completes, so the queue was empty
+//! when a confirm came without a return, and it is empty once every
+//! publish made so far is confirmed (see [`Pump`]). No timing is involved.
 //!
 //! When a channel dies with sends unconfirmed, each of those
 //! confirmations publishes its message again on a new channel (after
 //! reconnecting, with back-off, in a task of its own) until
-//! `confirm-timeout` from the first send; then it fails as transient and the runtime hands the input back.
-//! A message may so reach the broker twice (at-least-once), never zero
-//! times unnoticed.
+//! `confirm-timeout` from the first send; then it fails as transient and
+//! the runtime hands the input back. A message may so reach the broker
+//! twice (at-least-once), never zero times unnoticed.
+//!
+//! When the broker closes the channel *because of* a publish (406
+//! `PRECONDITION_FAILED`, 403 `ACCESS_REFUSED`), it does not say which
+//! one. Every send unconfirmed on that channel is then a suspect and is
+//! published again alone: on a channel with nothing else unconfirmed,
+//! holding the producer's lock until it is confirmed. A suspect the broker
+//! refuses alone is the culprit and fails for good
+//! ([`RabbitError::Refused`], rejected); the others are confirmed as
+//! usual.
+//!
+//! A message whose content header would not fit in one frame
+//! (`frame_max`) is refused before publishing: RabbitMQ would close the
+//! whole shared connection for it. A return on a producer that declares
+//! queues (dead letters, redrive, `required-groups`) means one of them
+//! was deleted: the producer declares its topology again before its next
+//! publish.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -39,7 +55,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use lapin::message::BasicReturnMessage;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::types::ShortString;
+use lapin::types::{AMQPValue, ShortString};
 use lapin::{Channel, PublisherConfirm};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -47,14 +63,16 @@ use tracing::{debug, warn};
 
 use crate::closing::Closings;
 use crate::connection::{Connector, Patience, unless_lost};
-use crate::error::{RabbitError, Result};
-use crate::mapping::{self, Outgoing};
+use crate::error::{RabbitError, Result, refusal};
+use crate::mapping::{self, Outgoing, SEQUENCE_HEADER};
 use crate::topology::Topology;
 
-/// How long the pump waits after a confirm before deciding it, on a
-/// channel that has seen returns, for a return attributed to another
-/// confirm of the same batch.
-const RETURN_GRACE: Duration = Duration::from_millis(2);
+/// What a frame adds around its payload (type, channel, size, end); a
+/// content header's payload must fit in `frame_max` minus this.
+const FRAME_OVERHEAD: usize = 8;
+
+/// The largest `x-bindery-seq` entry: name, type tag, length and 20 digits.
+const SEQUENCE_ENTRY_MAX: usize = 1 + SEQUENCE_HEADER.len() + 1 + 4 + 20;
 
 /// Where a producer publishes.
 #[derive(Clone, Debug)]
@@ -78,6 +96,9 @@ pub(crate) struct Publisher {
     confirm_timeout: Duration,
     retry_pause: Duration,
     current: tokio::sync::Mutex<Option<PublishChannel>>,
+    /// A publish was returned although the topology declares queues: one
+    /// was deleted; declare again before the next publish.
+    redeclare: AtomicBool,
     closings: Arc<Closings>,
 }
 
@@ -85,15 +106,23 @@ pub(crate) struct Publisher {
 struct PublishChannel {
     channel: Channel,
     next_seq: u64,
+    /// The connection's negotiated `frame_max`.
+    frame_max: u32,
     pump: mpsc::UnboundedSender<PumpCommand>,
 }
 
 enum PumpCommand {
+    /// Publish `seq` is about to be written: sent before its frames, so
+    /// the pump knows of every publish the broker may answer.
+    Announce(u64),
+    /// Publish `seq` was written; its confirm.
     Track {
         seq: u64,
         confirm: PublisherConfirm,
         reply: oneshot::Sender<Outcome>,
     },
+    /// Publish `seq` failed before anything was written.
+    Abandon(u64),
     Flush(oneshot::Sender<()>),
 }
 
@@ -109,7 +138,12 @@ enum Outcome {
         text: String,
     },
     /// The channel died first; the message may or may not be on the broker.
-    Lost(String),
+    Lost {
+        why: String,
+        /// The broker closed the channel for something published on it
+        /// (reply code and text): maybe this message.
+        refused: Option<(u16, String)>,
+    },
 }
 
 impl Publisher {
@@ -130,6 +164,7 @@ impl Publisher {
             confirm_timeout,
             retry_pause,
             current: tokio::sync::Mutex::new(None),
+            redeclare: AtomicBool::new(false),
             closings,
         })
     }
@@ -163,11 +198,13 @@ impl Publisher {
             .await;
             match result {
                 Ok(channel) => {
+                    self.redeclare.store(false, Ordering::Release);
                     let (pump, commands) = mpsc::unbounded_channel();
                     tokio::spawn(run_pump(commands));
                     return Ok(PublishChannel {
                         channel,
                         next_seq: 1,
+                        frame_max: connection.configuration().frame_max(),
                         pump,
                     });
                 }
@@ -197,6 +234,44 @@ impl Publisher {
         patience: Patience,
     ) -> Result<oneshot::Receiver<Outcome>> {
         let mut current = self.current.lock().await;
+        self.publish_locked(&mut current, outgoing, patience).await
+    }
+
+    /// Publishes `outgoing` on a channel with nothing else unconfirmed,
+    /// and keeps the producer's lock until its outcome is known, so that
+    /// a channel the broker closes meanwhile was closed for this message.
+    async fn publish_alone(&self, outgoing: &Outgoing, deadline: Instant) -> Result<Outcome> {
+        let mut current = self.current.lock().await;
+        if let Some(publishing) = current.as_ref() {
+            let (done, flushed) = oneshot::channel();
+            if publishing.pump.send(PumpCommand::Flush(done)).is_ok() {
+                let _ = tokio::time::timeout_at(deadline, flushed).await;
+            }
+        }
+        let outcome = self
+            .publish_locked(&mut current, outgoing, Patience::Until(deadline))
+            .await?;
+        match tokio::time::timeout_at(deadline, outcome).await {
+            Ok(Ok(outcome)) => Ok(outcome),
+            Ok(Err(_)) => Ok(Outcome::Lost {
+                why: "the publishing channel was closed".to_owned(),
+                refused: None,
+            }),
+            Err(_) => Err(RabbitError::ConfirmTimeout {
+                exchange: outgoing.exchange.to_string(),
+                timeout: self.confirm_timeout,
+                last_error: None,
+            }),
+        }
+    }
+
+    async fn publish_locked(
+        &self,
+        current: &mut Option<PublishChannel>,
+        outgoing: &Outgoing,
+        patience: Patience,
+    ) -> Result<oneshot::Receiver<Outcome>> {
+        let header_size = mapping::content_header_size(&outgoing.properties) + SEQUENCE_ENTRY_MAX;
         loop {
             let usable = current
                 .as_ref()
@@ -206,12 +281,39 @@ impl Publisher {
                 *current = Some(self.open(patience).await?);
             }
             let publishing = current.as_mut().expect("opened above");
+            if self.redeclare.swap(false, Ordering::AcqRel) {
+                debug!(binding = %self.binding, "a publish was returned; declaring the topology again");
+                if let Err(error) = self.topology.declare(&publishing.channel).await {
+                    // The broker closed the channel; the next one declares.
+                    self.redeclare.store(true, Ordering::Release);
+                    *current = None;
+                    if matches!(patience, Patience::Once) || !error.is_transient() {
+                        return Err(error);
+                    }
+                    continue;
+                }
+            }
+            // `frame_max` 0 means no limit.
+            let limit = usize::try_from(publishing.frame_max)
+                .unwrap_or(usize::MAX)
+                .saturating_sub(FRAME_OVERHEAD);
+            if publishing.frame_max != 0 && header_size > limit {
+                return Err(RabbitError::HeadersTooLarge {
+                    exchange: outgoing.exchange.to_string(),
+                    size: header_size,
+                    limit,
+                    frame_max: publishing.frame_max,
+                });
+            }
             let seq = publishing.next_seq;
-            let properties = outgoing
-                .properties
-                .clone()
-                .with_message_id(seq.to_string().into());
             let channel = &publishing.channel;
+            let _ = publishing.pump.send(PumpCommand::Announce(seq));
+            // Abandons the announced publish unless it is tracked, also
+            // when this future is dropped mid-publish.
+            let mut announced = Announced {
+                seq,
+                pump: Some(publishing.pump.clone()),
+            };
             let publishing_frames = channel.basic_publish(
                 outgoing.exchange.clone(),
                 outgoing.routing_key.clone(),
@@ -220,11 +322,12 @@ impl Publisher {
                     immediate: false,
                 },
                 &outgoing.payload,
-                properties,
+                outgoing.properties_for(seq),
             );
             let published = unless_lost(|| channel.status().connected(), publishing_frames).await;
             match published {
                 Ok(confirm) => {
+                    announced.pump = None;
                     publishing.next_seq += 1;
                     let (reply, outcome) = oneshot::channel();
                     // The pump ends only after this sender is dropped.
@@ -236,6 +339,7 @@ impl Publisher {
                     return Ok(outcome);
                 }
                 Err(error) => {
+                    drop(announced);
                     let error = RabbitError::channel(
                         format!("publishing to exchange `{}`", outgoing.exchange),
                         error,
@@ -255,20 +359,41 @@ impl Publisher {
     async fn confirm(
         self: Arc<Self>,
         outgoing: Outgoing,
-        mut outcome: oneshot::Receiver<Outcome>,
+        outcome: oneshot::Receiver<Outcome>,
         deadline: Instant,
     ) -> Result<()> {
+        /// Where the next outcome comes from.
+        enum Next {
+            Pending(oneshot::Receiver<Outcome>),
+            /// Of a publish made alone.
+            Alone(Outcome),
+        }
+        let mut next = Next::Pending(outcome);
         let mut republished = 0u32;
+        // The broker closed a channel this message was unconfirmed on
+        // because of some publish: from now on it is published alone.
+        let mut suspect = false;
         loop {
             let timed_out = |last_error: Option<String>| RabbitError::ConfirmTimeout {
                 exchange: outgoing.exchange.to_string(),
                 timeout: self.confirm_timeout,
                 last_error,
             };
-            let result = match tokio::time::timeout_at(deadline, &mut outcome).await {
-                Err(_) => return Err(timed_out(None)),
-                Ok(Ok(result)) => result,
-                Ok(Err(_)) => Outcome::Lost("the publishing channel was closed".to_owned()),
+            let (result, alone) = match next {
+                Next::Alone(outcome) => (outcome, true),
+                Next::Pending(mut outcome) => {
+                    match tokio::time::timeout_at(deadline, &mut outcome).await {
+                        Err(_) => return Err(timed_out(None)),
+                        Ok(Ok(result)) => (result, false),
+                        Ok(Err(_)) => (
+                            Outcome::Lost {
+                                why: "the publishing channel was closed".to_owned(),
+                                refused: None,
+                            },
+                            false,
+                        ),
+                    }
+                }
             };
             match result {
                 Outcome::Acked => {
@@ -288,6 +413,9 @@ impl Publisher {
                     code,
                     text,
                 } => {
+                    if !self.topology.queues.is_empty() {
+                        self.redeclare.store(true, Ordering::Release);
+                    }
                     return Err(RabbitError::Returned {
                         exchange,
                         routing_key,
@@ -295,7 +423,18 @@ impl Publisher {
                         text,
                     });
                 }
-                Outcome::Lost(why) => {
+                Outcome::Lost { why, refused } => {
+                    if let Some((code, text)) = refused {
+                        if alone {
+                            warn!(binding = %self.binding, "the broker refused a message ({code} {text}); not publishing it again");
+                            return Err(RabbitError::Refused {
+                                exchange: outgoing.exchange.to_string(),
+                                code,
+                                text,
+                            });
+                        }
+                        suspect = true;
+                    }
                     if republished == 0 {
                         warn!(binding = %self.binding, "a send was not confirmed ({why}); publishing it again");
                     }
@@ -307,11 +446,21 @@ impl Publisher {
                     let publisher = self.clone();
                     let again = outgoing.clone();
                     let published = tokio::spawn(async move {
-                        publisher.publish(&again, Patience::Until(deadline)).await
+                        if suspect {
+                            publisher
+                                .publish_alone(&again, deadline)
+                                .await
+                                .map(Next::Alone)
+                        } else {
+                            publisher
+                                .publish(&again, Patience::Until(deadline))
+                                .await
+                                .map(Next::Pending)
+                        }
                     })
                     .await;
-                    outcome = match published {
-                        Ok(Ok(outcome)) => outcome,
+                    next = match published {
+                        Ok(Ok(next)) => next,
                         Ok(Err(error)) if error.is_transient() => {
                             return Err(timed_out(Some(error.to_string())));
                         }
@@ -393,58 +542,180 @@ impl Producer for RabbitProducer {
     }
 }
 
+/// A publish announced to its pump and not tracked yet: abandoned when
+/// dropped still holding the pump.
+struct Announced {
+    seq: u64,
+    pump: Option<mpsc::UnboundedSender<PumpCommand>>,
+}
+
+impl Drop for Announced {
+    fn drop(&mut self) {
+        if let Some(pump) = self.pump.take() {
+            let _ = pump.send(PumpCommand::Abandon(self.seq));
+        }
+    }
+}
+
 /// Settles the publishes of one channel; ends once the channel is
 /// replaced and everything it published is settled.
 async fn run_pump(mut commands: mpsc::UnboundedReceiver<PumpCommand>) {
     let mut confirms = FuturesUnordered::new();
     let mut pump = Pump::default();
     let mut open = true;
-    let grace = tokio::time::sleep(Duration::ZERO);
-    tokio::pin!(grace);
-    loop {
-        if let Some((at, ..)) = pump.settled.front() {
-            grace.as_mut().reset(*at + RETURN_GRACE);
+    let handle = |command: Option<PumpCommand>,
+                  pump: &mut Pump,
+                  confirms: &mut FuturesUnordered<_>,
+                  open: &mut bool| match command {
+        Some(PumpCommand::Announce(seq)) => {
+            pump.announced.insert(seq);
         }
+        Some(PumpCommand::Track {
+            seq,
+            confirm,
+            reply,
+        }) => {
+            pump.replies.insert(seq, reply);
+            pump.next_seq = seq + 1;
+            confirms.push(async move { (seq, Completion::of(confirm.await)) });
+        }
+        Some(PumpCommand::Abandon(seq)) => {
+            pump.announced.remove(&seq);
+        }
+        Some(PumpCommand::Flush(done)) => pump.flushes.push((pump.next_seq, done)),
+        None => *open = false,
+    };
+    loop {
         tokio::select! {
-            command = commands.recv(), if open => match command {
-                Some(PumpCommand::Track { seq, confirm, reply }) => {
-                    pump.replies.insert(seq, reply);
-                    pump.next_seq = seq + 1;
-                    confirms.push(async move { (seq, confirm.await) });
+            command = commands.recv(), if open => handle(command, &mut pump, &mut confirms, &mut open),
+            Some((seq, completion)) = confirms.next(), if !confirms.is_empty() => {
+                pump.settle(seq, completion);
+                // Every confirm completed so far, in one drain: a confirm
+                // completed before one seen here is seen by the end of it.
+                // `poll!` keeps this task's waker registered.
+                while let Poll::Ready(Some((seq, completion))) = futures::poll!(confirms.next()) {
+                    pump.settle(seq, completion);
                 }
-                Some(PumpCommand::Flush(done)) => pump.flushes.push((pump.next_seq, done)),
-                None => open = false,
-            },
-            Some((seq, result)) = confirms.next(), if !confirms.is_empty() => {
-                pump.settle(seq, result);
-                // Every confirm completed so far, so that a return that
-                // came with one of them is filed before its owner is
-                // decided. `poll!` keeps this task's waker registered.
-                while let Poll::Ready(Some((seq, result))) = futures::poll!(confirms.next()) {
-                    pump.settle(seq, result);
+                // Publishes announced before this point count as
+                // outstanding, even if their `Track` is still queued.
+                while let Ok(command) = commands.try_recv() {
+                    handle(Some(command), &mut pump, &mut confirms, &mut open);
                 }
-                if !pump.returns_seen {
-                    pump.decide(None);
-                }
+                pump.end_drain();
             }
-            () = &mut grace, if !pump.settled.is_empty() => pump.decide(Some(Instant::now())),
         }
         pump.finish_flushes();
-        if !open && confirms.is_empty() && pump.settled.is_empty() {
+        if !open && confirms.is_empty() && pump.undecided.is_empty() {
             return;
         }
     }
 }
 
+/// One confirm as lapin completed it.
+#[derive(Debug)]
+enum Completion {
+    /// Acked (`true`) or nacked, with the return lapin attached to it:
+    /// the oldest waiting one, whoever it belongs to.
+    Confirmed { ack: bool, carried: Option<Carried> },
+    /// The channel died first.
+    Failed {
+        why: String,
+        refused: Option<(u16, String)>,
+    },
+}
+
+/// A returned message, by the publish it belongs to.
+#[derive(Debug)]
+struct Carried {
+    /// Its `x-bindery-seq`; none if a return lacks it.
+    owner: Option<u64>,
+    outcome: Outcome,
+}
+
+impl Completion {
+    fn of(result: lapin::Result<lapin::Confirmation>) -> Self {
+        match result {
+            Ok(lapin::Confirmation::Ack(ret)) => Self::Confirmed {
+                ack: true,
+                carried: ret.map(Carried::of),
+            },
+            Ok(lapin::Confirmation::Nack(ret)) => Self::Confirmed {
+                ack: false,
+                carried: ret.map(Carried::of),
+            },
+            // confirm_select ran before any publish.
+            Ok(lapin::Confirmation::NotRequested) => Self::Confirmed {
+                ack: true,
+                carried: None,
+            },
+            Err(error) => Self::Failed {
+                refused: refusal(&error),
+                why: error.to_string(),
+            },
+        }
+    }
+}
+
+impl Carried {
+    fn of(ret: BasicReturnMessage) -> Self {
+        let owner = ret
+            .delivery
+            .properties
+            .headers()
+            .as_ref()
+            .and_then(|table| table.inner().get(SEQUENCE_HEADER))
+            .and_then(|seq| match seq {
+                AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok()?.parse().ok(),
+                _ => None,
+            });
+        Self {
+            owner,
+            outcome: Outcome::Returned {
+                exchange: ret.delivery.exchange.to_string(),
+                routing_key: ret.delivery.routing_key.to_string(),
+                code: ret.reply_code,
+                text: ret.reply_text.to_string(),
+            },
+        }
+    }
+}
+
 /// The pump's books.
+///
+/// Deciding a confirm needs to know its return was seen, if it has one.
+/// RabbitMQ sends a message's `basic.return` before its `basic.ack`, and
+/// lapin queues returns and attaches the oldest to each confirm it
+/// completes. So, with a *drain* being every confirm completed by the
+/// time the pump looks (anything completed before a confirm it sees is
+/// seen in the same drain or earlier), publish `k`'s return has been seen
+/// once any of these holds:
+/// - `k`'s own confirm carried no return: lapin's queue was empty then,
+///   so `k`'s return had been attached to an earlier confirm;
+/// - a confirm without a return was seen in a later drain than `k`'s;
+/// - every publish announced so far is confirmed: then lapin's queue is
+///   empty (each return's own confirm comes after it and pops one while
+///   the queue is not empty).
+///
+/// If the channel died, a return may stay queued in lapin for good; an
+/// acked publish still undecided then counts as lost and is published
+/// again (a duplicate at worst).
 #[derive(Default)]
 struct Pump {
     replies: HashMap<u64, oneshot::Sender<Outcome>>,
-    /// Confirmed but not yet decided, oldest first, with when they came.
-    settled: VecDeque<(Instant, u64, Outcome)>,
+    /// Announced and not yet completed.
+    announced: BTreeSet<u64>,
+    /// Confirmed but not yet decided: drain, whether its own confirm
+    /// carried no return, and the confirm's outcome.
+    undecided: BTreeMap<u64, (u64, bool, Outcome)>,
     /// Returns by the sequence number of the publish they belong to.
     returned: HashMap<u64, Outcome>,
-    returns_seen: bool,
+    drain: u64,
+    /// Whether this drain saw a confirm without a return.
+    empty_in_drain: bool,
+    /// The last drain that saw a confirm without a return.
+    last_empty_drain: Option<u64>,
+    /// A confirm failed: the channel is gone.
+    failed: bool,
     /// Flushes wait for every publish below their sequence number.
     flushes: Vec<(u64, oneshot::Sender<()>)>,
     next_seq: u64,
@@ -452,60 +723,76 @@ struct Pump {
 
 impl Pump {
     /// Records what lapin said about publish `seq`.
-    fn settle(&mut self, seq: u64, result: lapin::Result<lapin::Confirmation>) {
-        let outcome = match result {
-            Ok(lapin::Confirmation::Ack(ret)) => {
-                self.note_return(ret, seq);
-                Outcome::Acked
+    fn settle(&mut self, seq: u64, completion: Completion) {
+        self.announced.remove(&seq);
+        match completion {
+            Completion::Confirmed { ack, carried } => {
+                let own_empty = carried.is_none();
+                match carried {
+                    Some(carried) => {
+                        let owner = carried.owner.unwrap_or(seq);
+                        self.returned.insert(owner, carried.outcome);
+                    }
+                    None => self.empty_in_drain = true,
+                }
+                let outcome = if ack { Outcome::Acked } else { Outcome::Nacked };
+                self.undecided.insert(seq, (self.drain, own_empty, outcome));
             }
-            Ok(lapin::Confirmation::Nack(ret)) => {
-                self.note_return(ret, seq);
-                Outcome::Nacked
+            Completion::Failed { why, refused } => {
+                self.failed = true;
+                let outcome = self
+                    .returned
+                    .remove(&seq)
+                    .unwrap_or(Outcome::Lost { why, refused });
+                self.reply(seq, outcome);
             }
-            // confirm_select ran before any publish.
-            Ok(lapin::Confirmation::NotRequested) => Outcome::Acked,
-            Err(error) => Outcome::Lost(error.to_string()),
-        };
-        self.settled.push_back((Instant::now(), seq, outcome));
+        }
     }
 
-    /// Files a returned message under the publish it belongs to, named by
-    /// its `message_id`; `seq` (the confirm it came with) when it has none.
-    fn note_return(&mut self, ret: Option<BasicReturnMessage>, seq: u64) {
-        let Some(ret) = ret else {
-            return;
-        };
-        self.returns_seen = true;
-        let owner = ret
-            .delivery
-            .properties
-            .message_id()
-            .as_ref()
-            .and_then(|id| id.as_str().parse::<u64>().ok())
-            .unwrap_or(seq);
-        self.returned.insert(
-            owner,
-            Outcome::Returned {
-                exchange: ret.delivery.exchange.to_string(),
-                routing_key: ret.delivery.routing_key.to_string(),
-                code: ret.reply_code,
-                text: ret.reply_text.to_string(),
-            },
-        );
+    /// Decides every confirm whose return must have been seen by now.
+    fn end_drain(&mut self) {
+        if std::mem::take(&mut self.empty_in_drain) {
+            self.last_empty_drain = Some(self.drain);
+        }
+        let all_confirmed = self.announced.is_empty();
+        let decided: Vec<u64> = self
+            .undecided
+            .iter()
+            .filter(|(seq, (drain, own_empty, _))| {
+                self.returned.contains_key(seq)
+                    || *own_empty
+                    || self.last_empty_drain.is_some_and(|empty| empty > *drain)
+                    || all_confirmed
+            })
+            .map(|(seq, _)| *seq)
+            .collect();
+        for seq in decided {
+            let (_, own_empty, outcome) = self.undecided.remove(&seq).expect("listed above");
+            let outcome = match self.returned.remove(&seq) {
+                Some(returned) => returned,
+                // Its return may be stuck in a dead channel's queue.
+                None if self.failed && !own_empty && matches!(outcome, Outcome::Acked) => {
+                    Outcome::Lost {
+                        why: "the channel closed before the confirm could be told from a return"
+                            .to_owned(),
+                        refused: None,
+                    }
+                }
+                None => outcome,
+            };
+            self.reply(seq, outcome);
+        }
+        // Returns of publishes decided already (none, if the rules hold).
+        let undecided = &self.undecided;
+        let replies = &self.replies;
+        self.returned
+            .retain(|seq, _| undecided.contains_key(seq) || replies.contains_key(seq));
+        self.drain += 1;
     }
 
-    /// Tells the senders: all settled ones, or (with `now`) those whose
-    /// grace period is over.
-    fn decide(&mut self, now: Option<Instant>) {
-        while let Some((at, ..)) = self.settled.front() {
-            if now.is_some_and(|now| *at + RETURN_GRACE > now) {
-                break;
-            }
-            let (_, seq, outcome) = self.settled.pop_front().expect("checked");
-            let outcome = self.returned.remove(&seq).unwrap_or(outcome);
-            if let Some(reply) = self.replies.remove(&seq) {
-                let _ = reply.send(outcome);
-            }
+    fn reply(&mut self, seq: u64, outcome: Outcome) {
+        if let Some(reply) = self.replies.remove(&seq) {
+            let _ = reply.send(outcome);
         }
     }
 
@@ -521,5 +808,134 @@ impl Pump {
                 self.flushes.push((marker, done));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pump with publishes `1..=count` announced and tracked, and where
+    /// their outcomes arrive.
+    fn books(count: u64) -> (Pump, Vec<oneshot::Receiver<Outcome>>) {
+        let mut pump = Pump::default();
+        let mut outcomes = Vec::new();
+        for seq in 1..=count {
+            let (reply, outcome) = oneshot::channel();
+            pump.announced.insert(seq);
+            pump.replies.insert(seq, reply);
+            outcomes.push(outcome);
+        }
+        (pump, outcomes)
+    }
+
+    fn acked(carrying: Option<u64>) -> Completion {
+        Completion::Confirmed {
+            ack: true,
+            carried: carrying.map(|owner| Carried {
+                owner: Some(owner),
+                outcome: Outcome::Returned {
+                    exchange: "e".into(),
+                    routing_key: format!("k{owner}"),
+                    code: 312,
+                    text: "NO_ROUTE".into(),
+                },
+            }),
+        }
+    }
+
+    fn decided(outcome: &mut oneshot::Receiver<Outcome>) -> Option<String> {
+        match outcome.try_recv() {
+            Ok(Outcome::Acked) => Some("acked".into()),
+            Ok(Outcome::Returned { routing_key, .. }) => Some(format!("returned {routing_key}")),
+            Ok(other) => Some(format!("{other:?}")),
+            Err(_) => None,
+        }
+    }
+
+    /// B3: returns of 1 and 2 both wait in lapin's queue; the broker acks
+    /// 2 alone first, so lapin hands 2 the return of 1. 2 must wait for
+    /// its own return (carried later by 1's confirm) instead of being
+    /// decided acked after a grace period.
+    #[test]
+    fn b03_a_return_carried_by_another_confirm_is_not_lost() {
+        let (mut pump, mut outcomes) = books(2);
+        pump.settle(2, acked(Some(1)));
+        pump.end_drain();
+        assert_eq!(decided(&mut outcomes[1]), None, "2's return may still come");
+        pump.settle(1, acked(Some(2)));
+        pump.end_drain();
+        assert_eq!(decided(&mut outcomes[0]).as_deref(), Some("returned k1"));
+        assert_eq!(decided(&mut outcomes[1]).as_deref(), Some("returned k2"));
+        assert!(pump.undecided.is_empty() && pump.returned.is_empty());
+    }
+
+    #[test]
+    fn b03_a_confirm_without_a_return_proves_the_queue_empty() {
+        let (mut pump, mut outcomes) = books(3);
+        // 2 takes 1's return; 2's own return may be queued.
+        pump.settle(2, acked(Some(1)));
+        pump.end_drain();
+        assert_eq!(decided(&mut outcomes[1]), None);
+        // 3 came with nothing, in a later drain: lapin's queue was empty
+        // then, so 2 had no return.
+        pump.settle(3, acked(None));
+        pump.end_drain();
+        assert_eq!(decided(&mut outcomes[2]).as_deref(), Some("acked"));
+        assert_eq!(decided(&mut outcomes[1]).as_deref(), Some("acked"));
+        // 1's return was filed already.
+        pump.settle(1, acked(None));
+        pump.end_drain();
+        assert_eq!(decided(&mut outcomes[0]).as_deref(), Some("returned k1"));
+    }
+
+    #[test]
+    fn b03_everything_confirmed_decides_everything() {
+        let (mut pump, mut outcomes) = books(2);
+        // One drain, both carrying each other's return.
+        pump.settle(1, acked(Some(2)));
+        pump.settle(2, acked(Some(1)));
+        pump.end_drain();
+        assert_eq!(decided(&mut outcomes[0]).as_deref(), Some("returned k1"));
+        assert_eq!(decided(&mut outcomes[1]).as_deref(), Some("returned k2"));
+        // A publish not confirmed yet keeps an undecided one waiting.
+        let (mut pump, mut outcomes) = books(2);
+        pump.settle(1, acked(Some(1)));
+        pump.end_drain();
+        assert_eq!(decided(&mut outcomes[0]).as_deref(), Some("returned k1"));
+        assert_eq!(decided(&mut outcomes[1]), None);
+    }
+
+    #[test]
+    fn a05_a_channel_closed_by_the_broker_says_so() {
+        let (mut pump, mut outcomes) = books(3);
+        // 1 came with 2's return, then the broker closed the channel.
+        pump.settle(1, acked(Some(2)));
+        pump.end_drain();
+        let refused = || Completion::Failed {
+            why: "406".into(),
+            refused: Some((406, "PRECONDITION_FAILED - invalid expiration".into())),
+        };
+        pump.settle(2, refused());
+        pump.settle(3, refused());
+        pump.end_drain();
+        assert_eq!(
+            decided(&mut outcomes[1]).as_deref(),
+            Some("returned k2"),
+            "returned before the close"
+        );
+        match outcomes[2].try_recv() {
+            Ok(Outcome::Lost {
+                refused: Some((406, _)),
+                ..
+            }) => {}
+            other => panic!("{other:?}"),
+        }
+        // 1's own return may be stuck in the dead channel: lost, so it is
+        // published again rather than reported confirmed.
+        assert!(matches!(
+            outcomes[0].try_recv(),
+            Ok(Outcome::Lost { refused: None, .. })
+        ));
     }
 }

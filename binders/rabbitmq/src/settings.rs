@@ -36,6 +36,13 @@ pub struct RabbitSettings {
     /// transient (the runtime then hands the input back). Default 60 s.
     #[serde(with = "duration")]
     pub confirm_timeout: Duration,
+    /// The broker's `consumer_timeout`: how long it lets a consumer hold a
+    /// delivery unacknowledged before it closes the channel. This does not
+    /// change the broker; it tells bindery the broker's value, so that
+    /// validation can warn about retry back-offs longer than it. Default
+    /// 30 min, RabbitMQ's default.
+    #[serde(with = "duration")]
+    pub consumer_timeout: Duration,
 }
 
 impl Default for RabbitSettings {
@@ -47,6 +54,7 @@ impl Default for RabbitSettings {
             reconnect_max_interval: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             confirm_timeout: Duration::from_secs(60),
+            consumer_timeout: Duration::from_secs(30 * 60),
         }
     }
 }
@@ -76,6 +84,12 @@ impl RabbitSettings {
     /// Sets how long a send may wait for its confirm.
     pub fn confirm_timeout(mut self, timeout: Duration) -> Self {
         self.confirm_timeout = timeout;
+        self
+    }
+
+    /// States the broker's `consumer_timeout` (see the field).
+    pub fn consumer_timeout(mut self, timeout: Duration) -> Self {
+        self.consumer_timeout = timeout;
         self
     }
 
@@ -114,6 +128,7 @@ impl RabbitSettings {
         for (key, value) in [
             ("connect-timeout", self.connect_timeout),
             ("confirm-timeout", self.confirm_timeout),
+            ("consumer-timeout", self.consumer_timeout),
         ] {
             if value.is_zero() {
                 problems.push(Problem::new(
@@ -137,6 +152,7 @@ impl fmt::Debug for RabbitSettings {
             .field("reconnect_max_interval", &self.reconnect_max_interval)
             .field("connect_timeout", &self.connect_timeout)
             .field("confirm_timeout", &self.confirm_timeout)
+            .field("consumer_timeout", &self.consumer_timeout)
             .finish()
     }
 }
