@@ -508,3 +508,41 @@ fn the_wiring_prints_function_binding_binder_destination_and_group() {
         "{text}"
     );
 }
+
+#[test]
+fn a14_a_back_off_longer_than_the_brokers_patience_warns() {
+    let binding = |max_attempts: u32| {
+        format!(
+            r#"
+            [bindery]
+            definition = "audit"
+            [binders.rabbit]
+            type = "rabbitmq"
+            consumer-timeout = "10m"
+            [bindings.audit-in-0]
+            destination = "orders"
+            group = "audit"
+            [bindings.audit-in-0.consumer]
+            max-attempts = {max_attempts}
+            back-off-initial-interval = "1m"
+            back-off-multiplier = 2.0
+            back-off-max-interval = "5m"
+            "#
+        )
+    };
+    let patient = |wiring: &Wiring| {
+        wiring
+            .warnings
+            .iter()
+            .map(ToString::to_string)
+            .find(|w| w.contains("consumer_timeout"))
+    };
+    // 1 + 2 + 4 minutes of back-off fit in ten minutes; 1 + 2 + 4 + 5 do not.
+    assert_eq!(patient(&wiring(app().config_toml(&binding(4)))), None);
+    let warning = patient(&wiring(app().config_toml(&binding(5)))).expect("a warning");
+    assert!(
+        warning.contains("bindings.audit-in-0.consumer"),
+        "{warning}"
+    );
+    assert!(warning.contains("12m"), "{warning}");
+}

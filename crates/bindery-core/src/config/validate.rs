@@ -767,10 +767,11 @@ impl BindingContext<'_, '_> {
                 Problem::new(
                     consumer_path.to_owned(),
                     format!(
-                        "a failing message may wait {worst:?} in back-off across {} attempts, longer than {} ({:?}): the broker would redeliver it and its attempts would start again",
+                        "a failing message may wait {} in back-off across {} attempts, longer than {} ({}): the broker would redeliver it and its attempts would start again",
+                        humantime::format_duration(worst),
                         retry.max_attempts(),
                         patience.source,
-                        patience.limit
+                        humantime::format_duration(patience.limit)
                     ),
                 )
                 .hint("lower max-attempts or back-off-max-interval, or raise the broker's limit"),
