@@ -85,8 +85,8 @@ use bindery_core::registry::BinderProvider;
 pub use binder::KafkaBinder;
 pub use error::{Error, Result};
 pub use mapping::{
-    ORIGINAL_OFFSET, ORIGINAL_PARTITION, ORIGINAL_TIMESTAMP, ORIGINAL_TIMESTAMP_TYPE,
-    ORIGINAL_TOPIC, ROUTING_KEY_HEADER,
+    HEADERS_TRUNCATED, ORIGINAL_OFFSET, ORIGINAL_PARTITION, ORIGINAL_TIMESTAMP,
+    ORIGINAL_TIMESTAMP_TYPE, ORIGINAL_TOPIC, OriginalRecord, ROUTING_KEY_HEADER,
 };
 /// The Kafka client the binder is built on, for code that needs it directly.
 pub use rdkafka;

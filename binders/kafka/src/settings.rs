@@ -139,6 +139,13 @@ impl<'de> Deserialize<'de> for PropertyValue {
     }
 }
 
+/// Default of [`KafkaSettings::max_header_count`]: far more headers than
+/// any real producer sets (Spring adds about ten).
+const DEFAULT_MAX_HEADER_COUNT: usize = 1000;
+/// Default of [`KafkaSettings::max_header_bytes`]: 1 MiB, an eighth of the
+/// binder's default `max.message.bytes`.
+const DEFAULT_MAX_HEADER_BYTES: usize = 1 << 20;
+
 /// `[binders.NAME]` of `type = "kafka"`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "kebab-case", default)]
@@ -176,6 +183,14 @@ pub struct KafkaSettings {
     /// of the log (Tansu); turn it off for topics whose producers set
     /// event-time timestamps from the past. Default true.
     pub anonymous_timestamp_filter: bool,
+    /// Most headers read from one consumed record. The rest are dropped and
+    /// the message gets `x-bindery-headers-truncated` with their number, so
+    /// a record with a million tiny headers cannot stall a lane (audit
+    /// A17). Default 1000.
+    pub max_header_count: usize,
+    /// Most bytes of header names and values read from one consumed record,
+    /// in all; beyond, as for `max-header-count`. Default 1 MiB.
+    pub max_header_bytes: usize,
 }
 
 impl Default for KafkaSettings {
@@ -192,6 +207,8 @@ impl Default for KafkaSettings {
             operation_timeout: Duration::from_secs(10),
             assignment_timeout: Duration::from_secs(60),
             anonymous_timestamp_filter: true,
+            max_header_count: DEFAULT_MAX_HEADER_COUNT,
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
         }
     }
 }

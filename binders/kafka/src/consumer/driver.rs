@@ -25,7 +25,7 @@ use tracing::{debug, warn};
 use super::context::ConsumerCtx;
 use super::delivery::KafkaDelivery;
 use super::{Command, Shared};
-use crate::mapping::from_record;
+use crate::mapping::{HeaderLimits, from_record};
 
 /// How often settled offsets go to librdkafka's offset store.
 pub(crate) const STORE_INTERVAL: Duration = Duration::from_millis(100);
@@ -43,6 +43,8 @@ pub(crate) struct Driver {
     /// an anonymous subscription starting at the end, see
     /// `anonymous-timestamp-filter`.
     pub(crate) not_before: HashMap<i32, i64>,
+    /// How many inbound headers of a record are read.
+    pub(crate) header_limits: HeaderLimits,
     /// Cancelled by `Consumer::cancel`: take no more records.
     pub(crate) polling: CancellationToken,
     /// Cancelled when the consumer is dropped.
@@ -114,7 +116,7 @@ impl Driver {
             }
             self.not_before.remove(&partition);
         }
-        let (message, origin) = from_record(record);
+        let (message, origin) = from_record(record, self.header_limits);
         if let Some(patterns) = &self.routing_keys {
             if !matches_any(patterns, message.routing_key().unwrap_or_default()) {
                 self.shared.tracker.lock().skip(partition, offset);

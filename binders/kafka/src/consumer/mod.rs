@@ -41,6 +41,7 @@ use tracker::{OffsetTracker, Ticket};
 
 use crate::error::{Error, Result};
 use crate::health::{ClientCtx, HealthBoard};
+use crate::mapping::HeaderLimits;
 use crate::settings::StartOffset;
 
 /// What a delivery asks of the driver.
@@ -96,6 +97,7 @@ pub(crate) struct ConsumerPlan {
     pub(crate) assignment_timeout: Duration,
     pub(crate) operation_timeout: Duration,
     pub(crate) timestamp_filter: bool,
+    pub(crate) header_limits: HeaderLimits,
 }
 
 /// Binds a consumer; returns once it is positioned (see the module docs).
@@ -181,6 +183,7 @@ pub(crate) async fn bind(
         routing_keys: (!plan.routing_keys.iter().any(RoutingPattern::is_catch_all))
             .then(|| plan.routing_keys.clone()),
         not_before,
+        header_limits: plan.header_limits,
         polling: polling.clone(),
         closed: closed.clone(),
     };
