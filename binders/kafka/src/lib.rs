@@ -80,7 +80,7 @@ use bindery_core::__private::{BINDER_FACTORIES, BinderFactory, linkme};
 use bindery_core::binder::Binder;
 use bindery_core::config::Problem;
 use bindery_core::error::BinderError;
-use bindery_core::registry::BinderProvider;
+use bindery_core::registry::{BinderProvider, Patience};
 
 pub use binder::KafkaBinder;
 pub use error::{Error, Result};
@@ -118,6 +118,21 @@ impl BinderProvider for KafkaProvider {
         problems: &mut Vec<Problem>,
     ) {
         settings::check_binding_options(options, path, problems);
+    }
+
+    /// `max.poll.interval.ms` of the binding's consumer (binding
+    /// properties over `consumer-properties` over `properties`), default
+    /// librdkafka's 300 s: a member that does not poll for that long is
+    /// thrown out of its group and its unacknowledged records go to another
+    /// member, which starts their attempts again.
+    fn delivery_patience(
+        settings: &KafkaSettings,
+        options: &KafkaBindingOptions,
+    ) -> Option<Patience> {
+        Some(Patience {
+            limit: settings::max_poll_interval(settings, options),
+            source: "Kafka's max.poll.interval.ms",
+        })
     }
 }
 

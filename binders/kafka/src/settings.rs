@@ -313,6 +313,29 @@ pub(crate) fn check_properties(properties: &Properties, path: &str, problems: &m
     }
 }
 
+/// librdkafka's default `max.poll.interval.ms`.
+const DEFAULT_MAX_POLL_INTERVAL: Duration = Duration::from_secs(300);
+
+/// The `max.poll.interval.ms` a binding's consumer runs with: binding
+/// properties over the binder's `consumer-properties` over `properties`,
+/// else librdkafka's default (300 s). A value librdkafka would reject is
+/// reported by the property checks; here it counts as the default.
+pub(crate) fn max_poll_interval(
+    settings: &KafkaSettings,
+    options: &KafkaBindingOptions,
+) -> Duration {
+    const NAME: &str = "max.poll.interval.ms";
+    [
+        &options.properties,
+        &settings.consumer_properties,
+        &settings.properties,
+    ]
+    .into_iter()
+    .find_map(|properties| properties.get(NAME))
+    .and_then(|value| value.trim().parse::<u64>().ok())
+    .map_or(DEFAULT_MAX_POLL_INTERVAL, Duration::from_millis)
+}
+
 /// Checks of `[binders.NAME]` beyond types.
 pub(crate) fn check_settings(settings: &KafkaSettings, path: &str, problems: &mut Vec<Problem>) {
     if settings.brokers.split(',').all(|b| b.trim().is_empty()) {
@@ -374,6 +397,45 @@ mod tests {
     use super::*;
     use bindery_core::registry::parse_options;
     use serde_json::json;
+
+    #[test]
+    fn a14_delivery_patience_is_the_consumers_max_poll_interval() {
+        use crate::KafkaProvider;
+        use bindery_core::registry::BinderProvider;
+        let patience = |settings: serde_json::Value, options: serde_json::Value| {
+            let settings: KafkaSettings = parse_options(&settings).unwrap();
+            let options: KafkaBindingOptions = parse_options(&options).unwrap();
+            KafkaProvider::delivery_patience(&settings, &options).map(|p| p.limit)
+        };
+        assert_eq!(
+            patience(json!({}), json!({})),
+            Some(Duration::from_secs(300)),
+            "librdkafka's default"
+        );
+        let binder = json!({
+            "properties": { "max.poll.interval.ms": 20000 },
+            "consumer-properties": { "max.poll.interval.ms": "15000" }
+        });
+        assert_eq!(
+            patience(binder.clone(), json!({})),
+            Some(Duration::from_secs(15))
+        );
+        assert_eq!(
+            patience(
+                json!({ "properties": { "max.poll.interval.ms": 20000 } }),
+                json!({})
+            ),
+            Some(Duration::from_secs(20))
+        );
+        assert_eq!(
+            patience(
+                binder,
+                json!({ "properties": { "max.poll.interval.ms": 10000 } })
+            ),
+            Some(Duration::from_secs(10)),
+            "the binding's own properties win"
+        );
+    }
 
     #[test]
     fn defaults_and_stringified_values() {
