@@ -20,6 +20,7 @@ pub(crate) mod tracker;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -36,7 +37,7 @@ use tracing::info;
 
 pub(crate) use closing::Closings;
 use context::ConsumerCtx;
-use driver::Driver;
+use driver::{Driver, PartitionCheck};
 use tracker::{OffsetTracker, Ticket};
 
 use crate::error::{Error, Result};
@@ -61,6 +62,9 @@ pub(crate) struct Shared {
     pub(crate) commands: mpsc::UnboundedSender<Command>,
     /// Set once the group assigned partitions.
     pub(crate) assigned: watch::Sender<bool>,
+    /// Whether the driver paused fetching (no permit free, or cancelled):
+    /// partitions assigned meanwhile are paused as well.
+    pub(crate) paused: AtomicBool,
 }
 
 impl Shared {
@@ -137,6 +141,7 @@ pub(crate) async fn bind(
         tracker: Mutex::new(OffsetTracker::default()),
         commands,
         assigned,
+        paused: AtomicBool::new(false),
     });
     let context = ConsumerCtx {
         client: ClientCtx {
@@ -184,6 +189,11 @@ pub(crate) async fn bind(
             .then(|| plan.routing_keys.clone()),
         not_before,
         header_limits: plan.header_limits,
+        partition_check: group.is_none().then(|| PartitionCheck {
+            interval: metadata_refresh_interval(&plan.config),
+            timeout: plan.operation_timeout,
+        }),
+        state: Default::default(),
         polling: polling.clone(),
         closed: closed.clone(),
     };
@@ -259,6 +269,17 @@ async fn assign_all(
     })
     .await
     .unwrap_or(Err(KafkaError::Canceled))
+}
+
+/// librdkafka's `topic.metadata.refresh.interval.ms` in `config`, default
+/// 5 minutes: how often an anonymous subscription looks for partitions
+/// added to its topic, as often as a group member would learn of them.
+fn metadata_refresh_interval(config: &ClientConfig) -> Duration {
+    config
+        .get("topic.metadata.refresh.interval.ms")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|ms| *ms > 0)
+        .map_or(Duration::from_secs(300), Duration::from_millis)
 }
 
 fn now_millis() -> i64 {
