@@ -6,8 +6,9 @@
 //!   default). Binding returns once the group assigned partitions.
 //! - An anonymous subscription (`group.id` = `anonymous.<id>`) is the only
 //!   member of its group, so it assigns itself every partition, positioned
-//!   at their ends (or their starts with `start-offset = "earliest"`), and
-//!   commits nothing.
+//!   at the high watermarks read when it binds (or their starts with
+//!   `start-offset = "earliest"`), and commits nothing. Partitions added to
+//!   the topic later are assigned from their start by the [`driver`].
 //! - Offsets are stored only for the contiguous settled prefix of each
 //!   partition ([`tracker`]) and committed by librdkafka's auto-commit, on
 //!   revoke and on close.
