@@ -124,7 +124,11 @@ impl BinderProvider for KafkaProvider {
     /// properties over `consumer-properties` over `properties`), default
     /// librdkafka's 300 s: a member that does not poll for that long is
     /// thrown out of its group and its unacknowledged records go to another
-    /// member, which starts their attempts again.
+    /// member, which starts their attempts again. The binder keeps polling
+    /// (partitions paused) while deliveries are held, so this bound is
+    /// conservative: it is reached only if the polling task itself is
+    /// starved, but any rebalance during a long back-off also hands the
+    /// record to another member.
     fn delivery_patience(
         settings: &KafkaSettings,
         options: &KafkaBindingOptions,
