@@ -51,6 +51,7 @@ impl ConsumerContext for ConsumerCtx {
             return;
         };
         let partitions = self.our_partitions(list);
+        self.shared.rebalances.fetch_add(1, Ordering::SeqCst);
         // Late settlements of revoked records are ignored from here on: the
         // records go to the partitions' next owner.
         let offsets = self

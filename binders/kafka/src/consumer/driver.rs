@@ -105,8 +105,10 @@ pub(crate) struct DriverState {
     /// Whether the assigned partitions are paused for want of permits.
     paused: bool,
     /// Records that arrived while no permit was free (librdkafka may hand
-    /// over a few fetched before the pause took effect), delivered first.
-    held: VecDeque<OwnedMessage>,
+    /// over a few fetched before the pause took effect), delivered first,
+    /// with the rebalance count when they arrived: after a rebalance the
+    /// partition starts again from its committed offset, so they are dropped.
+    held: VecDeque<(u64, OwnedMessage)>,
     /// Rewinds whose seek failed, to try again.
     failed_rewinds: Vec<Ticket>,
     /// When failed rewinds were last tried.
@@ -179,9 +181,12 @@ impl Driver {
                         }
                         // Records held while paused go first, in order.
                         while permit.is_some() {
-                            let Some(record) = self.state.held.pop_front() else {
+                            let Some((rebalances, record)) = self.state.held.pop_front() else {
                                 break;
                             };
+                            if rebalances != self.shared.rebalances.load(Ordering::SeqCst) {
+                                continue;
+                            }
                             if !self.take(&record, &mut permit) {
                                 break 'polling;
                             }
@@ -202,7 +207,8 @@ impl Driver {
                             debug!(binding = %self.shared.binding, "cancelled: leaving {}@{} to the group", record.partition(), record.offset());
                         }
                         Some(Ok(record)) if permit.is_none() => {
-                            self.state.held.push_back(record.detach());
+                            let rebalances = self.shared.rebalances.load(Ordering::SeqCst);
+                            self.state.held.push_back((rebalances, record.detach()));
                         }
                         Some(Ok(record)) => {
                             if !self.take(&record, &mut permit) {
@@ -298,7 +304,7 @@ impl Driver {
                 // What was held of the partition comes again after the seek.
                 self.state
                     .held
-                    .retain(|r| r.partition() != ticket.partition);
+                    .retain(|(_, r)| r.partition() != ticket.partition);
                 debug!(binding = %self.shared.binding, "rewound partition {} to {}", ticket.partition, ticket.offset);
             }
             Rewound::Stale => {}

@@ -21,7 +21,7 @@ pub(crate) mod tracker;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -66,6 +66,9 @@ pub(crate) struct Shared {
     /// Whether the driver paused fetching (no permit free, or cancelled):
     /// partitions assigned meanwhile are paused as well.
     pub(crate) paused: AtomicBool,
+    /// Revocations so far: records the driver held from before one are
+    /// stale.
+    pub(crate) rebalances: AtomicU64,
 }
 
 impl Shared {
@@ -143,6 +146,7 @@ pub(crate) async fn bind(
         commands,
         assigned,
         paused: AtomicBool::new(false),
+        rebalances: AtomicU64::new(0),
     });
     let context = ConsumerCtx {
         client: ClientCtx {
