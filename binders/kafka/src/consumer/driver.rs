@@ -2,7 +2,7 @@
 //!
 //! - It takes a prefetch permit before each record, so at most `prefetch`
 //!   deliveries are unsettled at once. When every permit has been held for
-//!   [`PAUSE_AFTER`] (a slow function, an in-process back-off), it pauses
+//!   a while ([`pause_after`]: a slow function, an in-process back-off), it pauses
 //!   the assigned partitions and goes on polling, so the member never
 //!   exceeds `max.poll.interval.ms` and answers rebalances at once (audit
 //!   B6, A14); it resumes them when a permit is free again.
@@ -44,11 +44,14 @@ use crate::mapping::{HeaderLimits, from_record};
 /// How often settled offsets go to librdkafka's offset store.
 pub(crate) const STORE_INTERVAL: Duration = Duration::from_millis(100);
 
-/// How long every permit may be held before the partitions are paused.
-/// Pausing drops what librdkafka prefetched, so it waits out the short
-/// gaps of a busy binding; it is far below any sensible
-/// `max.poll.interval.ms`.
-pub(crate) const PAUSE_AFTER: Duration = Duration::from_millis(500);
+/// How long every permit may be held before the partitions are paused: a
+/// tenth of `max_poll_interval`, from half a second to five. Pausing drops
+/// what librdkafka prefetched (fetched again on resume), so it waits out
+/// the gaps of a busy binding; a rebalance waits for this member that long
+/// at most.
+pub(crate) fn pause_after(max_poll_interval: Duration) -> Duration {
+    (max_poll_interval / 10).clamp(Duration::from_millis(500), Duration::from_secs(5))
+}
 
 /// How long a rewind's seek may take before it counts as failed.
 const SEEK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -130,6 +133,8 @@ pub(crate) struct Driver {
     pub(crate) not_before: HashMap<i32, i64>,
     /// How many inbound headers of a record are read.
     pub(crate) header_limits: HeaderLimits,
+    /// How long every permit may be held before fetching pauses.
+    pub(crate) pause_after: Duration,
     /// For an anonymous subscription: looking for added partitions.
     pub(crate) partition_check: Option<PartitionCheck>,
     pub(crate) state: DriverState,
@@ -197,7 +202,7 @@ impl Driver {
                     }
                     // Every permit held for a while: stop fetching but go on
                     // polling, so the group does not wait for this member.
-                    () = tokio::time::sleep_until(starved_since + PAUSE_AFTER), if waiting && !paused => {
+                    () = tokio::time::sleep_until(starved_since + self.pause_after), if waiting && !paused => {
                         self.pause_fetching();
                     }
                     // After `cancel` the consumer still polls, so it takes
@@ -338,7 +343,7 @@ impl Driver {
     /// Pauses every assigned partition for want of permits (see the module
     /// docs); partitions assigned meanwhile are paused by the context.
     fn pause_fetching(&mut self) {
-        debug!(binding = %self.shared.binding, "every delivery unsettled for {PAUSE_AFTER:?}: pausing the partitions, polling on");
+        debug!(binding = %self.shared.binding, "every delivery unsettled for {:?}: pausing the partitions, polling on", self.pause_after);
         self.set_paused();
     }
 
@@ -492,6 +497,17 @@ mod tests {
         let again = tracker.lock().track(0, 1);
         tracker.lock().settle(again);
         assert_eq!(tracker.lock().committable(), [(0, 2)]);
+    }
+
+    #[test]
+    fn b06_fetching_pauses_well_within_max_poll_interval() {
+        let secs = Duration::from_secs;
+        assert_eq!(pause_after(secs(300)), secs(5), "librdkafka's default");
+        assert_eq!(pause_after(secs(20)), secs(2));
+        assert_eq!(
+            pause_after(Duration::from_millis(1000)),
+            Duration::from_millis(500)
+        );
     }
 
     #[tokio::test]

@@ -38,7 +38,7 @@ use tracing::info;
 
 pub(crate) use closing::Closings;
 use context::ConsumerCtx;
-use driver::{Driver, PartitionCheck};
+use driver::{Driver, PartitionCheck, pause_after};
 use tracker::{OffsetTracker, Ticket};
 
 use crate::error::{Error, Result};
@@ -194,6 +194,7 @@ pub(crate) async fn bind(
             .then(|| plan.routing_keys.clone()),
         not_before,
         header_limits: plan.header_limits,
+        pause_after: pause_after(max_poll_interval(&plan.config)),
         partition_check: group.is_none().then(|| PartitionCheck {
             interval: metadata_refresh_interval(&plan.config),
             timeout: plan.operation_timeout,
@@ -274,6 +275,14 @@ async fn assign_all(
     })
     .await
     .unwrap_or(Err(KafkaError::Canceled))
+}
+
+/// librdkafka's `max.poll.interval.ms` in `config`, default 300 s.
+fn max_poll_interval(config: &ClientConfig) -> Duration {
+    config
+        .get("max.poll.interval.ms")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(Duration::from_secs(300), Duration::from_millis)
 }
 
 /// librdkafka's `topic.metadata.refresh.interval.ms` in `config`, default
