@@ -602,6 +602,8 @@ async fn anonymous_subscriber_starts_after_a_batched_backlog() {
 fn private_binder(name: &str, broker: &PrivateBroker) -> Arc<KafkaBinder> {
     let mut settings = settings_for(broker.address());
     settings.operation_timeout = Duration::from_secs(2);
+    // Tansu fences an idempotent producer for good after a timed-out message.
+    settings.replace_producer_after_timeout = true;
     // Sends the broker lost fail soon, so they are processed again.
     settings
         .producer_properties

@@ -150,7 +150,11 @@ impl KafkaBinder {
             return Ok(shared.clone());
         }
         let config = self.client_config(ClientKind::Producer, properties);
-        let shared = Arc::new(SharedProducer::new(config, self.board.clone())?);
+        let shared = Arc::new(SharedProducer::new(
+            config,
+            self.board.clone(),
+            self.settings.replace_producer_after_timeout,
+        )?);
         producers.insert(properties.clone(), shared.clone());
         Ok(shared)
     }

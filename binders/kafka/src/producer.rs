@@ -88,16 +88,23 @@ impl Drop for Client {
 /// A producer shared by bindings, replaced when it gets stuck.
 pub(crate) struct SharedProducer {
     config: ClientConfig,
+    /// `replace-producer-after-timeout`: Tansu compatibility.
+    replace_after_timeout: bool,
     board: Arc<HealthBoard>,
     current: RwLock<Arc<Client>>,
 }
 
 impl SharedProducer {
     /// Creates the librdkafka producer (this does not connect yet).
-    pub(crate) fn new(config: ClientConfig, board: Arc<HealthBoard>) -> Result<Self> {
+    pub(crate) fn new(
+        config: ClientConfig,
+        board: Arc<HealthBoard>,
+        replace_after_timeout: bool,
+    ) -> Result<Self> {
         let client = create(&config, &board)?;
         Ok(Self {
             config,
+            replace_after_timeout,
             board,
             current: RwLock::new(Arc::new(client)),
         })
@@ -110,7 +117,12 @@ impl SharedProducer {
     /// Replaces `failed` after an error it cannot recover from, unless it
     /// was replaced already.
     fn recover(&self, failed: &Arc<Client>, error: &KafkaError) {
-        if !needs_new_producer(error) && failed.producer().client().fatal_error().is_none() {
+        let timed_out = self.replace_after_timeout
+            && error.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageTimedOut);
+        if !timed_out
+            && !needs_new_producer(error)
+            && failed.producer().client().fatal_error().is_none()
+        {
             return;
         }
         let mut current = self.current.write();
@@ -273,13 +285,31 @@ mod tests {
         assert!(!needs_new_producer(&delivery(C::AllBrokersDown)));
     }
 
+    #[tokio::test]
+    async fn a23_a_timeout_replaces_the_producer_only_when_asked_to() {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", "127.0.0.1:1");
+        let timed_out = KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut);
+        for (opt_in, replaced) in [(false, false), (true, true)] {
+            let board = Arc::new(HealthBoard::default());
+            let shared = SharedProducer::new(config.clone(), board, opt_in).expect("producer");
+            let before = shared.client();
+            shared.recover(&before, &timed_out);
+            assert_eq!(
+                !Arc::ptr_eq(&shared.client(), &before),
+                replaced,
+                "opt-in {opt_in}"
+            );
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a23_the_last_handle_drops_the_producer_off_the_workers() {
         let mut config = ClientConfig::new();
         // Never contacted: creating a producer does not connect.
         config.set("bootstrap.servers", "127.0.0.1:1");
         let board = Arc::new(HealthBoard::default());
-        let shared = SharedProducer::new(config, board).expect("producer");
+        let shared = SharedProducer::new(config, board, false).expect("producer");
         let old = shared.client();
         // A confirmation future holds the other handle, as in `send`.
         let confirmation = tokio::spawn({

@@ -191,6 +191,11 @@ pub struct KafkaSettings {
     /// Most bytes of header names and values read from one consumed record,
     /// in all; beyond, as for `max-header-count`. Default 1 MiB.
     pub max_header_bytes: usize,
+    /// Also replace the producer after a timed-out message, not only after
+    /// a fatal or fenced error. A compatibility setting for brokers that
+    /// fence an idempotent producer for good after a timeout or a restart
+    /// (Tansu); Apache Kafka needs it off. Default false.
+    pub replace_producer_after_timeout: bool,
 }
 
 impl Default for KafkaSettings {
@@ -209,6 +214,7 @@ impl Default for KafkaSettings {
             anonymous_timestamp_filter: true,
             max_header_count: DEFAULT_MAX_HEADER_COUNT,
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            replace_producer_after_timeout: false,
         }
     }
 }
