@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bindery::binder::{Binder, Consumer, ConsumerSpec, Delivery, Producer, ProducerSpec};
-use bindery::kafka::KafkaBinder;
+use bindery::kafka::{KafkaBinder, OriginalRecord};
 use bindery::message::names;
 use bindery::{App, Message, RunningApp, State};
 use bindery_testkit::{init_logging, unique_name};
@@ -449,15 +449,17 @@ async fn dead_letter_read_back_from_its_topic_carries_every_header() {
     assert_eq!(header(names::ORIGINAL_GROUP), group);
     assert_eq!(header(names::DELIVERY_ATTEMPTS), "2");
     assert_eq!(header("x-original-topic"), destination);
-    assert_eq!(header("x-original-partition"), "0");
+    // Numbers in Spring's binary encoding (issue 13).
+    let bytes = |name: &str| headers.get_bytes(name).expect(name).to_vec();
+    assert_eq!(bytes("x-original-partition"), 0i32.to_be_bytes());
     assert_eq!(
-        header("x-original-offset"),
-        "0",
+        bytes("x-original-offset"),
+        0i64.to_be_bytes(),
         "the first record of the topic"
     );
-    let timestamp: i64 = header("x-original-timestamp")
-        .parse()
-        .expect("milliseconds");
+    let original = OriginalRecord::from_headers(headers).expect("x-original-* headers");
+    assert_eq!((original.partition, original.offset), (0, 0));
+    let timestamp = original.timestamp.expect("milliseconds");
     assert!(
         (before..=after).contains(&timestamp),
         "{before} <= {timestamp} <= {after}"
@@ -600,6 +602,8 @@ async fn anonymous_subscriber_starts_after_a_batched_backlog() {
 fn private_binder(name: &str, broker: &PrivateBroker) -> Arc<KafkaBinder> {
     let mut settings = settings_for(broker.address());
     settings.operation_timeout = Duration::from_secs(2);
+    // Tansu fences an idempotent producer for good after a timed-out message.
+    settings.replace_producer_after_timeout = true;
     // Sends the broker lost fail soon, so they are processed again.
     settings
         .producer_properties
@@ -822,4 +826,318 @@ fn properties_the_binder_owns_and_typos_are_reported_before_start() {
         );
     }
     assert!(!text.contains("hunter2"), "a secret leaked into:\n{text}");
+}
+
+// ======================================================================
+// Delivery audit, Kafka findings (A8, A17, A25, B6, B7; issue 13).
+// Kept together at the end of the file to ease merging.
+
+mod audit {
+    use super::*;
+
+    use bindery::kafka::rdkafka::ClientConfig;
+    use bindery::kafka::rdkafka::admin::{AdminClient, AdminOptions, NewPartitions};
+    use bindery::kafka::rdkafka::client::DefaultClientContext;
+    use bindery::kafka::rdkafka::message::{Header, OwnedHeaders};
+    use bindery::kafka::rdkafka::producer::{FutureProducer, FutureRecord};
+    use bindery::kafka::{HEADERS_TRUNCATED, KafkaSettings};
+    use bindery_tests::kafka::brokers;
+
+    /// A plain rdkafka producer, for records bindery would not write
+    /// (explicit timestamps, chosen partitions, foreign headers).
+    fn raw_producer() -> FutureProducer {
+        ClientConfig::new()
+            .set("bootstrap.servers", brokers())
+            .set("linger.ms", "1")
+            .create()
+            .expect("raw producer")
+    }
+
+    async fn produce(producer: &FutureProducer, record: FutureRecord<'_, str, [u8]>) {
+        producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .map_err(|(e, _)| e)
+            .expect("raw send confirmed");
+    }
+
+    fn binder_with(
+        name: &str,
+        partitions: usize,
+        adjust: impl FnOnce(&mut KafkaSettings),
+    ) -> Arc<KafkaBinder> {
+        let mut settings = test_settings();
+        settings.partitions = partitions;
+        adjust(&mut settings);
+        Arc::new(KafkaBinder::new(name, settings))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a08_records_with_an_old_create_time_sent_right_after_binding_are_delivered() {
+        init_logging();
+        // The timestamp filter is Tansu's opt-in compatibility setting; on
+        // Apache Kafka the high watermark read at subscription decides.
+        let binder = binder_with("a08", 2, |s| s.anonymous_timestamp_filter = false);
+        let topic = unique_name("a08");
+        let mut anonymous = binder
+            .bind_consumer(&ConsumerSpec::new("in", &topic))
+            .await
+            .expect("bind anonymous");
+        // Right after binding, from a producer whose clock is a day behind
+        // (or that replays event times): CreateTime far in the past.
+        let producer = raw_producer();
+        let a_day_ago = now_millis() - 86_400_000;
+        for (i, partition) in [(0u64, 0), (1, 1), (2, 0)] {
+            let payload = i.to_string();
+            produce(
+                &producer,
+                FutureRecord::to(&topic)
+                    .partition(partition)
+                    .payload(payload.as_bytes())
+                    .timestamp(a_day_ago + i as i64),
+            )
+            .await;
+        }
+        let mut seen = BTreeSet::new();
+        for _ in 0..3 {
+            let delivery = recv(anonymous.as_mut(), "records with old timestamps").await;
+            seen.insert(number_of(&delivery));
+            delivery.ack().await.expect("ack");
+        }
+        assert_eq!(seen, BTreeSet::from([0, 1, 2]));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn b07_anonymous_subscription_picks_up_partitions_added_later() {
+        init_logging();
+        let binder = binder_with("b07", 1, |s| {
+            s.anonymous_timestamp_filter = false;
+            // How often partitions are looked for, as for group members.
+            s.consumer_properties
+                .set("topic.metadata.refresh.interval.ms", "1000");
+        });
+        let topic = unique_name("b07");
+        let mut anonymous = binder
+            .bind_consumer(&ConsumerSpec::new("in", &topic))
+            .await
+            .expect("bind anonymous");
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", brokers())
+            .create()
+            .expect("admin client");
+        let results = admin
+            .create_partitions(&[NewPartitions::new(&topic, 3)], &AdminOptions::new())
+            .await
+            .expect("create partitions");
+        for result in results {
+            result.expect("partitions added");
+        }
+        // The producer needs the new partitions in its metadata too.
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", brokers())
+            .set("topic.metadata.refresh.interval.ms", "500")
+            .create()
+            .expect("raw producer");
+        let started = Instant::now();
+        for (i, partition) in [(1u64, 1), (2, 2), (0, 0)] {
+            let payload = i.to_string();
+            loop {
+                let sent = producer
+                    .send(
+                        FutureRecord::<str, [u8]>::to(&topic)
+                            .partition(partition)
+                            .payload(payload.as_bytes()),
+                        Duration::from_secs(5),
+                    )
+                    .await;
+                match sent {
+                    Ok(_) => break,
+                    Err((e, _)) => {
+                        assert!(
+                            started.elapsed() < Duration::from_secs(30),
+                            "send to partition {partition}: {e}"
+                        );
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            }
+        }
+        let mut seen = BTreeSet::new();
+        for _ in 0..3 {
+            let delivery = recv(anonymous.as_mut(), "records of every partition").await;
+            seen.insert(number_of(&delivery));
+            delivery.ack().await.expect("ack");
+        }
+        assert_eq!(seen, BTreeSet::from([0, 1, 2]), "the added partitions too");
+    }
+
+    /// Consumer properties of a group whose members are thrown out after
+    /// 10 s without polling.
+    fn impatient(settings: &mut KafkaSettings) {
+        settings
+            .consumer_properties
+            .set("max.poll.interval.ms", "10000");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn b06_a_delivery_held_past_max_poll_interval_keeps_the_member_in_its_group() {
+        init_logging();
+        let binder = binder_with("b06-hold", 1, impatient);
+        let topic = unique_name("b06-hold");
+        let group = unique_name("b06-hold-group");
+        let producer = binder
+            .bind_producer(&ProducerSpec::new("out", &topic))
+            .await
+            .expect("bind producer");
+        let spec = ConsumerSpec::new("in", &topic).group(&group).prefetch(1);
+        let mut member = binder.bind_consumer(&spec).await.expect("bind");
+        send_all(producer.as_ref(), [numbered(0)]).await;
+        let held = recv(member.as_mut(), "the record to hold").await;
+        // A slow function, or a long back-off: longer than max.poll.interval.ms.
+        tokio::time::sleep(Duration::from_secs(13)).await;
+        held.ack()
+            .await
+            .expect("still the partition's owner: the ack counts");
+        send_all(producer.as_ref(), [numbered(1)]).await;
+        let next = recv(member.as_mut(), "the next record, same member").await;
+        assert_eq!(number_of(&next), 1);
+        next.ack().await.expect("ack");
+        drop(member);
+
+        // Both acks were committed: a new member starts after them.
+        send_all(producer.as_ref(), [numbered(2)]).await;
+        let mut after = binder.bind_consumer(&spec).await.expect("bind again");
+        let first = recv(after.as_mut(), "after the restart").await;
+        assert_eq!(number_of(&first), 2, "no duplicate of the held record");
+        first.ack().await.expect("ack");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn b06_a_member_joins_promptly_while_another_holds_every_permit() {
+        init_logging();
+        let binder = binder_with("b06-join", 2, impatient);
+        let topic = unique_name("b06-join");
+        let group = unique_name("b06-join-group");
+        let producer = binder
+            .bind_producer(&ProducerSpec::new("out", &topic))
+            .await
+            .expect("bind producer");
+        let spec = ConsumerSpec::new("in", &topic).group(&group).prefetch(1);
+        let mut slow = binder
+            .bind_consumer(&spec)
+            .await
+            .expect("bind the slow member");
+        send_all(producer.as_ref(), (0..8).map(numbered)).await;
+        let held = recv(slow.as_mut(), "a record to hold").await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+
+        // Without polling, the slow member would answer the rebalance only
+        // when thrown out, after max.poll.interval.ms (10 s).
+        let started = Instant::now();
+        let mut joining = binder
+            .bind_consumer(&spec)
+            .await
+            .expect("bind the second member");
+        let waited = started.elapsed();
+        assert!(waited < Duration::from_secs(7), "the join took {waited:?}");
+        let delivery = recv(joining.as_mut(), "a record for the new member").await;
+        delivery.ack().await.expect("ack");
+        drop(held);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a25_binary_header_values_survive_consuming_and_dead_lettering() {
+        init_logging();
+        let binder = binder("a25", 1);
+        let destination = unique_name("a25");
+        let group = unique_name("a25-group");
+        let config = format!(
+            r#"
+            [bindery]
+            default-binder = "kafka"
+            [bindings.book-in-0]
+            destination = "{destination}"
+            group = "{group}"
+            content-type = "text/plain"
+            [bindings.book-in-0.consumer]
+            max-attempts = 1
+            "#
+        );
+        let running = start_app(
+            App::builder().function("book", always_fails),
+            binder.clone(),
+            &config,
+        )
+        .await;
+        within(Duration::from_secs(60), "app bound", running.ready()).await;
+        // A foreign producer's binary header (a trace id, Spring's
+        // `kafka_*` ones): not UTF-8.
+        let binary: &[u8] = &[0x00, 0xff, 0xfe, b'x', 0xc3, 0x28, 0x80];
+        produce(
+            &raw_producer(),
+            FutureRecord::to(&destination)
+                .payload(&b"entry"[..])
+                .headers(OwnedHeaders::new().insert(Header {
+                    key: "trace-bin",
+                    value: Some(binary),
+                })),
+        )
+        .await;
+        let topic = format!("error.{destination}.{group}");
+        let spec = ConsumerSpec::new("inspect", &topic).group(unique_name("inspect"));
+        let mut inspector = binder
+            .bind_consumer(&spec)
+            .await
+            .expect("bind to the dead-letter topic");
+        let delivery = recv(inspector.as_mut(), "dead letter").await;
+        let dead = delivery.message().clone();
+        delivery.ack().await.expect("ack");
+        running.shutdown().await.expect("clean shutdown");
+        assert_eq!(
+            dead.headers().get_bytes("trace-bin"),
+            Some(binary),
+            "the exact bytes: {:?}",
+            dead.headers()
+        );
+        // And Spring's binary x-original-* headers, readable either way.
+        let original = OriginalRecord::from_headers(dead.headers()).expect("x-original-*");
+        assert_eq!(
+            (original.topic.as_str(), original.partition, original.offset),
+            (destination.as_str(), 0, 0)
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a17_a_record_with_too_many_headers_is_delivered_truncated_and_marked() {
+        init_logging();
+        let binder = binder_with("a17", 1, |s| {
+            s.anonymous_timestamp_filter = false;
+            s.max_header_count = 100;
+        });
+        let topic = unique_name("a17");
+        let mut anonymous = binder
+            .bind_consumer(&ConsumerSpec::new("in", &topic))
+            .await
+            .expect("bind anonymous");
+        let names: Vec<String> = (0..5000).map(|i| format!("h{i}")).collect();
+        let mut headers = OwnedHeaders::new_with_capacity(names.len());
+        for name in &names {
+            headers = headers.insert(Header {
+                key: name,
+                value: Some("v"),
+            });
+        }
+        produce(
+            &raw_producer(),
+            FutureRecord::to(&topic).payload(&b"7"[..]).headers(headers),
+        )
+        .await;
+        let delivery = recv(anonymous.as_mut(), "the record with 5000 headers").await;
+        let headers = delivery.message().headers().clone();
+        delivery.ack().await.expect("ack");
+        assert_eq!(headers.len(), 101, "100 kept and the marker");
+        assert_eq!(headers.get("h99"), Some("v"));
+        assert!(!headers.contains("h100"));
+        assert_eq!(headers.get(HEADERS_TRUNCATED), Some("4900"));
+    }
 }

@@ -21,6 +21,7 @@ use tracing::{debug, warn};
 use crate::consumer::{self, Closings, ConsumerPlan, Membership};
 use crate::error::{Error, Result};
 use crate::health::{ClientCtx, HealthBoard};
+use crate::mapping::HeaderLimits;
 use crate::producer::{KafkaProducer, SharedProducer};
 use crate::settings::{KafkaBindingOptions, KafkaSettings, Properties, StartOffset};
 use crate::topics::{TopicShape, Topics};
@@ -149,7 +150,11 @@ impl KafkaBinder {
             return Ok(shared.clone());
         }
         let config = self.client_config(ClientKind::Producer, properties);
-        let shared = Arc::new(SharedProducer::new(config, self.board.clone())?);
+        let shared = Arc::new(SharedProducer::new(
+            config,
+            self.board.clone(),
+            self.settings.replace_producer_after_timeout,
+        )?);
         producers.insert(properties.clone(), shared.clone());
         Ok(shared)
     }
@@ -215,6 +220,10 @@ impl KafkaBinder {
             assignment_timeout: self.settings.assignment_timeout,
             operation_timeout: self.settings.operation_timeout,
             timestamp_filter: self.settings.anonymous_timestamp_filter,
+            header_limits: HeaderLimits {
+                count: self.settings.max_header_count,
+                bytes: self.settings.max_header_bytes,
+            },
         };
         let bound = consumer::bind(plan, &self.board, &self.closings).await?;
         Ok(Box::new(bound))

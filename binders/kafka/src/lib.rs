@@ -80,13 +80,13 @@ use bindery_core::__private::{BINDER_FACTORIES, BinderFactory, linkme};
 use bindery_core::binder::Binder;
 use bindery_core::config::Problem;
 use bindery_core::error::BinderError;
-use bindery_core::registry::BinderProvider;
+use bindery_core::registry::{BinderProvider, Patience};
 
 pub use binder::KafkaBinder;
 pub use error::{Error, Result};
 pub use mapping::{
-    ORIGINAL_OFFSET, ORIGINAL_PARTITION, ORIGINAL_TIMESTAMP, ORIGINAL_TIMESTAMP_TYPE,
-    ORIGINAL_TOPIC, ROUTING_KEY_HEADER,
+    HEADERS_TRUNCATED, ORIGINAL_OFFSET, ORIGINAL_PARTITION, ORIGINAL_TIMESTAMP,
+    ORIGINAL_TIMESTAMP_TYPE, ORIGINAL_TOPIC, OriginalRecord, ROUTING_KEY_HEADER,
 };
 /// The Kafka client the binder is built on, for code that needs it directly.
 pub use rdkafka;
@@ -118,6 +118,25 @@ impl BinderProvider for KafkaProvider {
         problems: &mut Vec<Problem>,
     ) {
         settings::check_binding_options(options, path, problems);
+    }
+
+    /// `max.poll.interval.ms` of the binding's consumer (binding
+    /// properties over `consumer-properties` over `properties`), default
+    /// librdkafka's 300 s: a member that does not poll for that long is
+    /// thrown out of its group and its unacknowledged records go to another
+    /// member, which starts their attempts again. The binder keeps polling
+    /// (partitions paused) while deliveries are held, so this bound is
+    /// conservative: it is reached only if the polling task itself is
+    /// starved, but any rebalance during a long back-off also hands the
+    /// record to another member.
+    fn delivery_patience(
+        settings: &KafkaSettings,
+        options: &KafkaBindingOptions,
+    ) -> Option<Patience> {
+        Some(Patience {
+            limit: settings::max_poll_interval(settings, options),
+            source: "Kafka's max.poll.interval.ms",
+        })
     }
 }
 

@@ -6,11 +6,17 @@
 //! delivery report, so many records are in flight at once. When
 //! librdkafka's queue is full, `send` waits for room.
 //!
-//! An idempotent producer can get stuck for good: fenced, or with a
-//! producer id the broker forgot (a broker restart; on Tansu also after a
-//! timed-out message). librdkafka does not recover from that by itself, so
-//! after such a failure the binder replaces the producer with a new one;
-//! the failed sends are reported as transient and processed again.
+//! An idempotent producer can get stuck for good: librdkafka then raises a
+//! fatal error (`rd_kafka_fatal_error`), or the broker fences it. It does
+//! not recover from that by itself, so after such a failure — and only
+//! then: a timed-out message is an ordinary, transient failure — the binder
+//! replaces the producer with a new one; the failed sends are reported as
+//! transient and processed again.
+//!
+//! The replaced producer is dropped on a thread of its own, whichever
+//! handle goes last (confirmation futures hold one): dropping a librdkafka
+//! producer purges, flushes for up to 500 ms and joins its polling thread,
+//! which must not block an async worker (audit A23).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,25 +41,70 @@ const LONGEST_QUEUE_WAIT: Duration = Duration::from_millis(50);
 /// How long `flush` waits for outstanding delivery reports.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// One librdkafka producer and its health line.
+/// Name of the threads that drop replaced producers.
+const DROP_THREAD: &str = "bindery-kafka-drop";
+
+/// One librdkafka producer and its health line. Dropping the last handle
+/// drops the producer off the async workers.
 struct Client {
-    producer: FutureProducer<ClientCtx>,
+    /// `Some` until dropped.
+    producer: Option<FutureProducer<ClientCtx>>,
     reporter: Arc<Reporter>,
+}
+
+impl Client {
+    fn producer(&self) -> &FutureProducer<ClientCtx> {
+        self.producer
+            .as_ref()
+            .expect("the producer is taken only when the client drops")
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        let Some(producer) = self.producer.take() else {
+            return;
+        };
+        if tokio::runtime::Handle::try_current().is_err() {
+            // Not on a runtime thread (a closing thread, a test): no worker
+            // to keep free.
+            drop(producer);
+            return;
+        }
+        let spawned = std::thread::Builder::new()
+            .name(DROP_THREAD.into())
+            .spawn(move || {
+                drop(producer);
+                #[cfg(test)]
+                tests::dropped_on(std::thread::current().name());
+            });
+        if let Err(e) = spawned {
+            // The closure, and the producer in it, were dropped right here.
+            warn!("cannot start a thread to drop a Kafka producer, dropped it in place: {e}");
+        }
+    }
 }
 
 /// A producer shared by bindings, replaced when it gets stuck.
 pub(crate) struct SharedProducer {
     config: ClientConfig,
+    /// `replace-producer-after-timeout`: Tansu compatibility.
+    replace_after_timeout: bool,
     board: Arc<HealthBoard>,
     current: RwLock<Arc<Client>>,
 }
 
 impl SharedProducer {
     /// Creates the librdkafka producer (this does not connect yet).
-    pub(crate) fn new(config: ClientConfig, board: Arc<HealthBoard>) -> Result<Self> {
+    pub(crate) fn new(
+        config: ClientConfig,
+        board: Arc<HealthBoard>,
+        replace_after_timeout: bool,
+    ) -> Result<Self> {
         let client = create(&config, &board)?;
         Ok(Self {
             config,
+            replace_after_timeout,
             board,
             current: RwLock::new(Arc::new(client)),
         })
@@ -66,7 +117,12 @@ impl SharedProducer {
     /// Replaces `failed` after an error it cannot recover from, unless it
     /// was replaced already.
     fn recover(&self, failed: &Arc<Client>, error: &KafkaError) {
-        if !needs_new_producer(error) && failed.producer.client().fatal_error().is_none() {
+        let timed_out = self.replace_after_timeout
+            && error.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageTimedOut);
+        if !timed_out
+            && !needs_new_producer(error)
+            && failed.producer().client().fatal_error().is_none()
+        {
             return;
         }
         let mut current = self.current.write();
@@ -76,12 +132,9 @@ impl SharedProducer {
         match create(&self.config, &self.board) {
             Ok(client) => {
                 warn!("Kafka producer replaced after `{error}`");
-                let old = std::mem::replace(&mut *current, Arc::new(client));
-                // Dropping purges its queue and joins its thread: not on a
-                // worker. Its pending sends fail as transient.
-                let _ = std::thread::Builder::new()
-                    .name("bindery-kafka-drop".into())
-                    .spawn(move || drop(old));
+                // Its pending sends fail as transient; the last handle of it
+                // (this one or a confirmation's) drops it on a thread of its own.
+                drop(std::mem::replace(&mut *current, Arc::new(client)));
             }
             Err(e) => warn!("Kafka producer failed with `{error}` and cannot be replaced: {e}"),
         }
@@ -90,7 +143,7 @@ impl SharedProducer {
     /// Waits for every delivery report, off the async workers.
     pub(crate) async fn flush(&self) -> Result<(), KafkaError> {
         let client = self.client();
-        tokio::task::spawn_blocking(move || client.producer.flush(FLUSH_TIMEOUT))
+        tokio::task::spawn_blocking(move || client.producer().flush(FLUSH_TIMEOUT))
             .await
             .unwrap_or(Err(KafkaError::Canceled))
     }
@@ -107,25 +160,21 @@ fn create(config: &ClientConfig, board: &Arc<HealthBoard>) -> Result<Client> {
             client: "producer",
             source,
         })?;
-    Ok(Client { producer, reporter })
+    Ok(Client {
+        producer: Some(producer),
+        reporter,
+    })
 }
 
-/// Failures after which an idempotent producer stays stuck.
+/// Failures librdkafka documents as fatal for a producer: `Fatal` (see
+/// `rd_kafka_fatal_error`, also checked by the caller) and being fenced.
+/// Sequence and producer-id errors are recovered by librdkafka itself (an
+/// epoch bump), or raised as fatal when it cannot; timeouts are transient.
 fn needs_new_producer(error: &KafkaError) -> bool {
     use RDKafkaErrorCode as C;
     matches!(
         error.rdkafka_error_code(),
-        Some(
-            C::ProducerFenced
-                | C::InvalidProducerEpoch
-                | C::UnknownProducerId
-                | C::OutOfOrderSequenceNumber
-                | C::InvalidProducerIdMapping
-                | C::Fatal
-                // On Tansu an idempotent producer whose message timed out is
-                // fenced forever; after a broker restart it loops on epochs.
-                | C::MessageTimedOut
-        )
+        Some(C::ProducerFenced | C::Fatal)
     )
 }
 
@@ -156,7 +205,7 @@ impl Producer for KafkaProducer {
         }
         let mut pause = Duration::from_millis(1);
         let delivery = loop {
-            match client.producer.send_result(record) {
+            match client.producer().send_result(record) {
                 Ok(delivery) => break delivery,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
                     // Back-pressure: delivery reports free room soon.
@@ -206,5 +255,91 @@ impl Producer for KafkaProducer {
             }
             .into()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// Names of the threads replaced producers were dropped on.
+    static DROPPED_ON: Mutex<Vec<Option<String>>> = Mutex::new(Vec::new());
+
+    pub(super) fn dropped_on(thread: Option<&str>) {
+        DROPPED_ON.lock().unwrap().push(thread.map(str::to_owned));
+    }
+
+    #[test]
+    fn a23_only_fatal_errors_replace_the_producer() {
+        use RDKafkaErrorCode as C;
+        let delivery = |code| KafkaError::MessageProduction(code);
+        assert!(needs_new_producer(&delivery(C::Fatal)));
+        assert!(needs_new_producer(&delivery(C::ProducerFenced)));
+        assert!(
+            !needs_new_producer(&delivery(C::MessageTimedOut)),
+            "transient"
+        );
+        assert!(!needs_new_producer(&delivery(C::RequestTimedOut)));
+        assert!(!needs_new_producer(&delivery(C::AllBrokersDown)));
+    }
+
+    #[tokio::test]
+    async fn a23_a_timeout_replaces_the_producer_only_when_asked_to() {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", "127.0.0.1:1");
+        let timed_out = KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut);
+        for (opt_in, replaced) in [(false, false), (true, true)] {
+            let board = Arc::new(HealthBoard::default());
+            let shared = SharedProducer::new(config.clone(), board, opt_in).expect("producer");
+            let before = shared.client();
+            shared.recover(&before, &timed_out);
+            assert_eq!(
+                !Arc::ptr_eq(&shared.client(), &before),
+                replaced,
+                "opt-in {opt_in}"
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a23_the_last_handle_drops_the_producer_off_the_workers() {
+        let mut config = ClientConfig::new();
+        // Never contacted: creating a producer does not connect.
+        config.set("bootstrap.servers", "127.0.0.1:1");
+        let board = Arc::new(HealthBoard::default());
+        let shared = SharedProducer::new(config, board, false).expect("producer");
+        let old = shared.client();
+        // A confirmation future holds the other handle, as in `send`.
+        let confirmation = tokio::spawn({
+            let old = old.clone();
+            async move {
+                tokio::task::yield_now().await;
+                let worker = std::thread::current().name().map(str::to_owned);
+                drop(old);
+                worker
+            }
+        });
+        shared.recover(
+            &old,
+            &KafkaError::MessageProduction(RDKafkaErrorCode::Fatal),
+        );
+        assert!(!Arc::ptr_eq(&shared.client(), &old), "replaced");
+        drop(old);
+        let worker = confirmation.await.expect("confirmation task");
+        let started = std::time::Instant::now();
+        let dropped = loop {
+            if let Some(name) = DROPPED_ON.lock().unwrap().first().cloned() {
+                break name;
+            }
+            assert!(started.elapsed() < Duration::from_secs(10), "never dropped");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert_eq!(dropped.as_deref(), Some(DROP_THREAD));
+        assert_ne!(
+            dropped, worker,
+            "not on the worker that held the last handle"
+        );
     }
 }

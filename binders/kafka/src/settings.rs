@@ -139,6 +139,13 @@ impl<'de> Deserialize<'de> for PropertyValue {
     }
 }
 
+/// Default of [`KafkaSettings::max_header_count`]: far more headers than
+/// any real producer sets (Spring adds about ten).
+const DEFAULT_MAX_HEADER_COUNT: usize = 1000;
+/// Default of [`KafkaSettings::max_header_bytes`]: 1 MiB, an eighth of the
+/// binder's default `max.message.bytes`.
+const DEFAULT_MAX_HEADER_BYTES: usize = 1 << 20;
+
 /// `[binders.NAME]` of `type = "kafka"`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "kebab-case", default)]
@@ -176,6 +183,19 @@ pub struct KafkaSettings {
     /// of the log (Tansu); turn it off for topics whose producers set
     /// event-time timestamps from the past. Default true.
     pub anonymous_timestamp_filter: bool,
+    /// Most headers read from one consumed record. The rest are dropped and
+    /// the message gets `x-bindery-headers-truncated` with their number, so
+    /// a record with a million tiny headers cannot stall a lane (audit
+    /// A17). Default 1000.
+    pub max_header_count: usize,
+    /// Most bytes of header names and values read from one consumed record,
+    /// in all; beyond, as for `max-header-count`. Default 1 MiB.
+    pub max_header_bytes: usize,
+    /// Also replace the producer after a timed-out message, not only after
+    /// a fatal or fenced error. A compatibility setting for brokers that
+    /// fence an idempotent producer for good after a timeout or a restart
+    /// (Tansu); Apache Kafka needs it off. Default false.
+    pub replace_producer_after_timeout: bool,
 }
 
 impl Default for KafkaSettings {
@@ -192,6 +212,9 @@ impl Default for KafkaSettings {
             operation_timeout: Duration::from_secs(10),
             assignment_timeout: Duration::from_secs(60),
             anonymous_timestamp_filter: true,
+            max_header_count: DEFAULT_MAX_HEADER_COUNT,
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            replace_producer_after_timeout: false,
         }
     }
 }
@@ -296,6 +319,29 @@ pub(crate) fn check_properties(properties: &Properties, path: &str, problems: &m
     }
 }
 
+/// librdkafka's default `max.poll.interval.ms`.
+const DEFAULT_MAX_POLL_INTERVAL: Duration = Duration::from_secs(300);
+
+/// The `max.poll.interval.ms` a binding's consumer runs with: binding
+/// properties over the binder's `consumer-properties` over `properties`,
+/// else librdkafka's default (300 s). A value librdkafka would reject is
+/// reported by the property checks; here it counts as the default.
+pub(crate) fn max_poll_interval(
+    settings: &KafkaSettings,
+    options: &KafkaBindingOptions,
+) -> Duration {
+    const NAME: &str = "max.poll.interval.ms";
+    [
+        &options.properties,
+        &settings.consumer_properties,
+        &settings.properties,
+    ]
+    .into_iter()
+    .find_map(|properties| properties.get(NAME))
+    .and_then(|value| value.trim().parse::<u64>().ok())
+    .map_or(DEFAULT_MAX_POLL_INTERVAL, Duration::from_millis)
+}
+
 /// Checks of `[binders.NAME]` beyond types.
 pub(crate) fn check_settings(settings: &KafkaSettings, path: &str, problems: &mut Vec<Problem>) {
     if settings.brokers.split(',').all(|b| b.trim().is_empty()) {
@@ -357,6 +403,45 @@ mod tests {
     use super::*;
     use bindery_core::registry::parse_options;
     use serde_json::json;
+
+    #[test]
+    fn a14_delivery_patience_is_the_consumers_max_poll_interval() {
+        use crate::KafkaProvider;
+        use bindery_core::registry::BinderProvider;
+        let patience = |settings: serde_json::Value, options: serde_json::Value| {
+            let settings: KafkaSettings = parse_options(&settings).unwrap();
+            let options: KafkaBindingOptions = parse_options(&options).unwrap();
+            KafkaProvider::delivery_patience(&settings, &options).map(|p| p.limit)
+        };
+        assert_eq!(
+            patience(json!({}), json!({})),
+            Some(Duration::from_secs(300)),
+            "librdkafka's default"
+        );
+        let binder = json!({
+            "properties": { "max.poll.interval.ms": 20000 },
+            "consumer-properties": { "max.poll.interval.ms": "15000" }
+        });
+        assert_eq!(
+            patience(binder.clone(), json!({})),
+            Some(Duration::from_secs(15))
+        );
+        assert_eq!(
+            patience(
+                json!({ "properties": { "max.poll.interval.ms": 20000 } }),
+                json!({})
+            ),
+            Some(Duration::from_secs(20))
+        );
+        assert_eq!(
+            patience(
+                binder,
+                json!({ "properties": { "max.poll.interval.ms": 10000 } })
+            ),
+            Some(Duration::from_secs(10)),
+            "the binding's own properties win"
+        );
+    }
 
     #[test]
     fn defaults_and_stringified_values() {

@@ -48,15 +48,113 @@ pub mod names {
     }
 }
 
-type Entry = (Cow<'static, str>, Cow<'static, str>);
+/// One header value: text, or bytes that are not text.
+///
+/// Most headers are text, and [`Headers::get`] reads those. Some brokers
+/// carry bytes (Kafka header values are byte arrays, and Spring writes
+/// binary ones such as `x-original-partition`); a binder keeps those as
+/// [`HeaderValue::Bytes`] so they are written back byte for byte instead of
+/// being decoded lossily.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub enum HeaderValue {
+    /// Text; binders write it as UTF-8.
+    Text(Cow<'static, str>),
+    /// Raw bytes, written back unchanged.
+    Bytes(Bytes),
+}
 
-/// Message headers: an ordered list of text names and text values.
+impl HeaderValue {
+    /// A value read off the wire: text when `bytes` are valid UTF-8, raw
+    /// bytes otherwise. Nothing is lost either way.
+    pub fn from_wire(bytes: &[u8]) -> Self {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => HeaderValue::Text(Cow::Owned(text.to_owned())),
+            Err(_) => HeaderValue::Bytes(Bytes::copy_from_slice(bytes)),
+        }
+    }
+
+    /// The text, if this is a text value.
+    pub fn as_text(&self) -> Option<&str> {
+        match self {
+            HeaderValue::Text(text) => Some(text),
+            HeaderValue::Bytes(_) => None,
+        }
+    }
+
+    /// The value as bytes on the wire: a text value's UTF-8, or the raw bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            HeaderValue::Text(text) => text.as_bytes(),
+            HeaderValue::Bytes(bytes) => bytes,
+        }
+    }
+
+    /// Length of [`HeaderValue::as_bytes`].
+    pub fn len(&self) -> usize {
+        self.as_bytes().len()
+    }
+
+    /// Whether the value is empty (of either kind).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl fmt::Debug for HeaderValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HeaderValue::Text(text) => fmt::Debug::fmt(text, f),
+            // `Bytes` prints `b"..."` with escapes, telling the kinds apart.
+            HeaderValue::Bytes(bytes) => fmt::Debug::fmt(bytes, f),
+        }
+    }
+}
+
+impl From<&'static str> for HeaderValue {
+    fn from(text: &'static str) -> Self {
+        HeaderValue::Text(Cow::Borrowed(text))
+    }
+}
+
+impl From<String> for HeaderValue {
+    fn from(text: String) -> Self {
+        HeaderValue::Text(Cow::Owned(text))
+    }
+}
+
+impl From<Cow<'static, str>> for HeaderValue {
+    fn from(text: Cow<'static, str>) -> Self {
+        HeaderValue::Text(text)
+    }
+}
+
+impl From<Bytes> for HeaderValue {
+    fn from(bytes: Bytes) -> Self {
+        HeaderValue::Bytes(bytes)
+    }
+}
+
+impl From<Vec<u8>> for HeaderValue {
+    fn from(bytes: Vec<u8>) -> Self {
+        HeaderValue::Bytes(Bytes::from(bytes))
+    }
+}
+
+type Entry = (Cow<'static, str>, HeaderValue);
+
+/// Message headers: an ordered list of text names and values, text or
+/// bytes ([`HeaderValue`]).
 ///
 /// Names are case-sensitive, as in Spring. Setting a name that is present
 /// replaces its value. Most messages carry a handful of headers, so a small
 /// vector beats a map. The list is shared copy-on-write: cloning headers —
 /// which binders and the runtime do for every message — costs a reference
 /// count, and a change copies the list only if someone else holds it.
+///
+/// The text accessors ([`get`](Headers::get), [`iter`](Headers::iter))
+/// see text values only; binders that carry bytes use
+/// [`iter_values`](Headers::iter_values), [`get_value`](Headers::get_value)
+/// and [`insert_bytes`](Headers::insert_bytes).
 #[derive(Clone, Default)]
 pub struct Headers {
     entries: Option<Arc<Vec<Entry>>>,
@@ -76,27 +174,46 @@ impl Headers {
         Arc::make_mut(self.entries.get_or_insert_with(Default::default))
     }
 
-    /// The value of `name`, if present.
-    pub fn get(&self, name: &str) -> Option<&str> {
+    /// The value of `name`, of either kind, if present.
+    pub fn get_value(&self, name: &str) -> Option<&HeaderValue> {
         self.entries()
             .iter()
             .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_ref())
+            .map(|(_, v)| v)
     }
 
-    /// Whether `name` is present.
+    /// The text value of `name`; `None` when absent or a byte value.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.get_value(name).and_then(HeaderValue::as_text)
+    }
+
+    /// The value of `name` as bytes: raw bytes, or a text value's UTF-8.
+    pub fn get_bytes(&self, name: &str) -> Option<&[u8]> {
+        self.get_value(name).map(HeaderValue::as_bytes)
+    }
+
+    /// Whether `name` is present (with a value of either kind).
     pub fn contains(&self, name: &str) -> bool {
-        self.get(name).is_some()
+        self.get_value(name).is_some()
     }
 
-    /// Sets `name` to `value`, replacing an earlier value.
+    /// Sets `name` to the text `value`, replacing an earlier value.
     pub fn insert(
         &mut self,
         name: impl Into<Cow<'static, str>>,
         value: impl Into<Cow<'static, str>>,
     ) {
+        self.insert_value(name, HeaderValue::Text(value.into()));
+    }
+
+    /// Sets `name` to the raw bytes `value`, replacing an earlier value.
+    pub fn insert_bytes(&mut self, name: impl Into<Cow<'static, str>>, value: impl Into<Bytes>) {
+        self.insert_value(name, HeaderValue::Bytes(value.into()));
+    }
+
+    /// Sets `name` to `value` of either kind, replacing an earlier value.
+    pub fn insert_value(&mut self, name: impl Into<Cow<'static, str>>, value: HeaderValue) {
         let name = name.into();
-        let value = value.into();
         let entries = self.entries_mut();
         match entries.iter_mut().find(|(n, _)| *n == name) {
             Some(entry) => entry.1 = value,
@@ -104,26 +221,52 @@ impl Headers {
         }
     }
 
-    /// Removes `name`, returning its value.
-    pub fn remove(&mut self, name: &str) -> Option<Cow<'static, str>> {
+    /// Removes `name`, returning its value of either kind.
+    pub fn remove_value(&mut self, name: &str) -> Option<HeaderValue> {
         let index = self.entries().iter().position(|(n, _)| n == name)?;
         Some(self.entries_mut().remove(index).1)
     }
 
-    /// Keeps only the headers for which `keep` returns true.
+    /// Removes `name`, returning its text value (`None` for a byte value,
+    /// which is removed all the same).
+    pub fn remove(&mut self, name: &str) -> Option<Cow<'static, str>> {
+        match self.remove_value(name)? {
+            HeaderValue::Text(text) => Some(text),
+            HeaderValue::Bytes(_) => None,
+        }
+    }
+
+    /// Keeps only the headers for which `keep` returns true. A byte value
+    /// is passed as empty text, so filters by name work on every header;
+    /// [`retain_values`](Headers::retain_values) sees the bytes.
     pub fn retain(&mut self, mut keep: impl FnMut(&str, &str) -> bool) {
+        self.retain_values(|n, v| keep(n, v.as_text().unwrap_or_default()));
+    }
+
+    /// Keeps only the headers for which `keep` returns true.
+    pub fn retain_values(&mut self, mut keep: impl FnMut(&str, &HeaderValue) -> bool) {
         if self.entries().iter().all(|(n, v)| keep(n, v)) {
             return;
         }
         self.entries_mut().retain(|(n, v)| keep(n, v));
     }
 
-    /// Iterates over `(name, value)` pairs in insertion order.
+    /// Iterates over the `(name, value)` pairs of text values, in insertion
+    /// order; byte values are left out (see
+    /// [`iter_values`](Headers::iter_values)).
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.entries().iter().map(|(n, v)| (n.as_ref(), v.as_ref()))
+        self.entries()
+            .iter()
+            .filter_map(|(n, v)| Some((n.as_ref(), v.as_text()?)))
     }
 
-    /// Number of headers.
+    /// Iterates over every header, text or bytes, in insertion order: what
+    /// a binder writes to the wire.
+    pub fn iter_values(&self) -> impl Iterator<Item = (&str, &HeaderValue)> {
+        self.entries().iter().map(|(n, v)| (n.as_ref(), v))
+    }
+
+    /// Number of headers, of either kind.
     pub fn len(&self) -> usize {
         self.entries().len()
     }
@@ -139,7 +282,7 @@ impl Headers {
     }
 
     /// The headers an output inherits from its input: all but the
-    /// transport ones ([`names::is_transport`]).
+    /// transport ones ([`names::is_transport`]), byte values included.
     pub fn inheritable(&self) -> Headers {
         if self.entries().iter().all(|(n, _)| names::is_transport(n)) {
             return Headers::new();
@@ -154,6 +297,15 @@ impl Headers {
             entries: Some(Arc::new(kept)),
         }
     }
+
+    /// Appends `entries` in linear time, a later value of a name replacing
+    /// an earlier one (audit A17).
+    fn extend_entries(&mut self, iter: impl IntoIterator<Item = Entry>) {
+        let entries = self.entries_mut();
+        let before = entries.len();
+        entries.extend(iter);
+        dedup_keeping_last(entries, before);
+    }
 }
 
 impl PartialEq for Headers {
@@ -166,7 +318,7 @@ impl Eq for Headers {}
 
 impl fmt::Debug for Headers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_map().entries(self.iter()).finish()
+        f.debug_map().entries(self.iter_values()).finish()
     }
 }
 
@@ -191,10 +343,32 @@ where
     /// value of a name replaces an earlier one, as [`Headers::insert`] does,
     /// but without searching the list once per header (audit A17).
     fn extend<I: IntoIterator<Item = (N, V)>>(&mut self, iter: I) {
-        let entries = self.entries_mut();
-        let before = entries.len();
-        entries.extend(iter.into_iter().map(|(n, v)| (n.into(), v.into())));
-        dedup_keeping_last(entries, before);
+        self.extend_entries(
+            iter.into_iter()
+                .map(|(n, v)| (n.into(), HeaderValue::Text(v.into()))),
+        );
+    }
+}
+
+impl<N> FromIterator<(N, HeaderValue)> for Headers
+where
+    N: Into<Cow<'static, str>>,
+{
+    fn from_iter<I: IntoIterator<Item = (N, HeaderValue)>>(iter: I) -> Self {
+        let mut headers = Headers::new();
+        headers.extend(iter);
+        headers
+    }
+}
+
+impl<N> Extend<(N, HeaderValue)> for Headers
+where
+    N: Into<Cow<'static, str>>,
+{
+    /// Linear, like the text form: what a binder uses to build inbound
+    /// headers of either kind.
+    fn extend<I: IntoIterator<Item = (N, HeaderValue)>>(&mut self, iter: I) {
+        self.extend_entries(iter.into_iter().map(|(n, v)| (n.into(), v)));
     }
 }
 
@@ -458,6 +632,48 @@ mod tests {
         );
         let small: Headers = [("a", "1"), ("b", "2"), ("a", "3")].into_iter().collect();
         assert_eq!(small.iter().collect::<Vec<_>>(), [("a", "3"), ("b", "2")]);
+    }
+
+    #[test]
+    fn a25_byte_values_are_kept_apart_from_text_and_unchanged() {
+        let mut headers = Headers::new();
+        headers.insert("text", "plain");
+        headers.insert_bytes("binary", vec![0xff, 0x00, b'a']);
+        headers.insert_value("wire", HeaderValue::from_wire(b"\xc3\x28"));
+        headers.insert_value("utf8", HeaderValue::from_wire("caf\u{e9}".as_bytes()));
+        assert_eq!(headers.get("binary"), None, "not text");
+        assert!(headers.contains("binary"));
+        assert_eq!(headers.get_bytes("binary"), Some(&[0xff, 0x00, b'a'][..]));
+        assert_eq!(headers.get_bytes("wire"), Some(&[0xc3, 0x28][..]));
+        assert_eq!(
+            headers.get("utf8"),
+            Some("caf\u{e9}"),
+            "valid UTF-8 is text"
+        );
+        assert_eq!(headers.get_bytes("text"), Some(&b"plain"[..]));
+        assert_eq!(
+            headers.iter().collect::<Vec<_>>(),
+            [("text", "plain"), ("utf8", "caf\u{e9}")]
+        );
+        assert_eq!(headers.iter_values().count(), 4);
+        // Clones and inheritance keep the bytes.
+        let inherited = headers.clone().inheritable();
+        assert_eq!(inherited.get_value("binary"), headers.get_value("binary"));
+        // Name filters see byte values too.
+        headers.retain(|name, _| name != "wire");
+        assert!(!headers.contains("wire"));
+        assert_eq!(headers.remove("binary"), None, "a byte value is not text");
+        assert!(!headers.contains("binary"), "but it is removed");
+        let built: Headers = [
+            ("a", HeaderValue::from(vec![1u8])),
+            ("b", HeaderValue::from("x")),
+            ("a", HeaderValue::from(vec![2u8])),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(built.get_bytes("a"), Some(&[2u8][..]));
+        assert_eq!(built.len(), 2);
+        assert_eq!(format!("{built:?}"), r#"{"a": b"\x02", "b": "x"}"#);
     }
 
     #[test]

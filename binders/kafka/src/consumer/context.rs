@@ -2,6 +2,7 @@
 //! tracking; health and logs go to [`ClientCtx`].
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use bindery_core::error::BinderErrorKind;
 
@@ -50,6 +51,7 @@ impl ConsumerContext for ConsumerCtx {
             return;
         };
         let partitions = self.our_partitions(list);
+        self.shared.rebalances.fetch_add(1, Ordering::SeqCst);
         // Late settlements of revoked records are ignored from here on: the
         // records go to the partitions' next owner.
         let offsets = self
@@ -80,7 +82,7 @@ impl ConsumerContext for ConsumerCtx {
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(list) => {
                 let partitions = self.our_partitions(list);
@@ -91,6 +93,12 @@ impl ConsumerContext for ConsumerCtx {
                 );
                 self.shared.tracker.lock().assign(partitions);
                 self.shared.assigned.send_replace(true);
+                // The driver is out of permits (or cancelled): these wait too.
+                if self.shared.paused.load(Ordering::SeqCst) {
+                    if let Err(e) = consumer.pause(list) {
+                        warn!(binding = %self.shared.binding, "pausing assigned partitions: {e}");
+                    }
+                }
             }
             Rebalance::Revoke(_) => {}
             Rebalance::Error(e) => warn!(binding = %self.shared.binding, "rebalance failed: {e}"),

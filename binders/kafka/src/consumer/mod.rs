@@ -6,8 +6,9 @@
 //!   default). Binding returns once the group assigned partitions.
 //! - An anonymous subscription (`group.id` = `anonymous.<id>`) is the only
 //!   member of its group, so it assigns itself every partition, positioned
-//!   at their ends (or their starts with `start-offset = "earliest"`), and
-//!   commits nothing.
+//!   at the high watermarks read when it binds (or their starts with
+//!   `start-offset = "earliest"`), and commits nothing. Partitions added to
+//!   the topic later are assigned from their start by the [`driver`].
 //! - Offsets are stored only for the contiguous settled prefix of each
 //!   partition ([`tracker`]) and committed by librdkafka's auto-commit, on
 //!   revoke and on close.
@@ -20,6 +21,7 @@ pub(crate) mod tracker;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -36,11 +38,12 @@ use tracing::info;
 
 pub(crate) use closing::Closings;
 use context::ConsumerCtx;
-use driver::Driver;
+use driver::{Driver, PartitionCheck, pause_after};
 use tracker::{OffsetTracker, Ticket};
 
 use crate::error::{Error, Result};
 use crate::health::{ClientCtx, HealthBoard};
+use crate::mapping::HeaderLimits;
 use crate::settings::StartOffset;
 
 /// What a delivery asks of the driver.
@@ -60,6 +63,12 @@ pub(crate) struct Shared {
     pub(crate) commands: mpsc::UnboundedSender<Command>,
     /// Set once the group assigned partitions.
     pub(crate) assigned: watch::Sender<bool>,
+    /// Whether the driver paused fetching (no permit free, or cancelled):
+    /// partitions assigned meanwhile are paused as well.
+    pub(crate) paused: AtomicBool,
+    /// Revocations so far: records the driver held from before one are
+    /// stale.
+    pub(crate) rebalances: AtomicU64,
 }
 
 impl Shared {
@@ -96,6 +105,7 @@ pub(crate) struct ConsumerPlan {
     pub(crate) assignment_timeout: Duration,
     pub(crate) operation_timeout: Duration,
     pub(crate) timestamp_filter: bool,
+    pub(crate) header_limits: HeaderLimits,
 }
 
 /// Binds a consumer; returns once it is positioned (see the module docs).
@@ -135,6 +145,8 @@ pub(crate) async fn bind(
         tracker: Mutex::new(OffsetTracker::default()),
         commands,
         assigned,
+        paused: AtomicBool::new(false),
+        rebalances: AtomicU64::new(0),
     });
     let context = ConsumerCtx {
         client: ClientCtx {
@@ -181,6 +193,13 @@ pub(crate) async fn bind(
         routing_keys: (!plan.routing_keys.iter().any(RoutingPattern::is_catch_all))
             .then(|| plan.routing_keys.clone()),
         not_before,
+        header_limits: plan.header_limits,
+        pause_after: pause_after(max_poll_interval(&plan.config)),
+        partition_check: group.is_none().then(|| PartitionCheck {
+            interval: metadata_refresh_interval(&plan.config),
+            timeout: plan.operation_timeout,
+        }),
+        state: Default::default(),
         polling: polling.clone(),
         closed: closed.clone(),
     };
@@ -256,6 +275,25 @@ async fn assign_all(
     })
     .await
     .unwrap_or(Err(KafkaError::Canceled))
+}
+
+/// librdkafka's `max.poll.interval.ms` in `config`, default 300 s.
+fn max_poll_interval(config: &ClientConfig) -> Duration {
+    config
+        .get("max.poll.interval.ms")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(Duration::from_secs(300), Duration::from_millis)
+}
+
+/// librdkafka's `topic.metadata.refresh.interval.ms` in `config`, default
+/// 5 minutes: how often an anonymous subscription looks for partitions
+/// added to its topic, as often as a group member would learn of them.
+fn metadata_refresh_interval(config: &ClientConfig) -> Duration {
+    config
+        .get("topic.metadata.refresh.interval.ms")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|ms| *ms > 0)
+        .map_or(Duration::from_secs(300), Duration::from_millis)
 }
 
 fn now_millis() -> i64 {

@@ -165,6 +165,14 @@ impl OffsetTracker {
         }
     }
 
+    /// Whether [`OffsetTracker::rewind`] would act on the ticket: its record
+    /// is ours and neither settled nor rewound already.
+    pub(crate) fn is_rewindable(&self, ticket: Ticket) -> bool {
+        self.partitions
+            .get(&ticket.partition)
+            .is_some_and(|t| t.pending.get(&ticket.offset) == Some(&(ticket.generation, false)))
+    }
+
     /// Prepares a rewind of the ticket's partition to its offset: the record
     /// and everything after it will be delivered again, so they are
     /// forgotten and a new generation begins. Returns false, changing
@@ -200,7 +208,7 @@ impl OffsetTracker {
 
     /// The committable offset of every tracked partition.
     #[cfg(test)]
-    fn committable(&self) -> Vec<(i32, i64)> {
+    pub(crate) fn committable(&self) -> Vec<(i32, i64)> {
         self.partitions
             .iter()
             .filter_map(|(p, t)| t.committable.map(|c| (*p, c)))
@@ -208,8 +216,7 @@ impl OffsetTracker {
     }
 
     /// Whether `partition` is tracked (assigned to this consumer).
-    #[cfg(test)]
-    fn is_tracked(&self, partition: i32) -> bool {
+    pub(crate) fn is_tracked(&self, partition: i32) -> bool {
         self.partitions.contains_key(&partition)
     }
 }
