@@ -9,10 +9,10 @@
 use std::borrow::Cow;
 use std::fmt::Write;
 
-use bindery_core::message::{Headers, Message, names};
+use bindery_core::message::{HeaderValue, Headers, Message, names};
 use bytes::Bytes;
 use lapin::BasicProperties;
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::types::{AMQPValue, ByteArray, FieldTable, LongString, ShortString};
 
 use crate::error::Result;
 use crate::topology::short;
@@ -98,13 +98,22 @@ pub(crate) fn outgoing(
     };
     let mut properties = BasicProperties::default().with_delivery_mode(PERSISTENT);
     let mut table = FieldTable::default();
-    for (name, value) in message.headers().iter() {
+    for (name, value) in message.headers().iter_values() {
         if name == SEQUENCE_HEADER {
             // The producer numbers its own publishes.
             continue;
         }
-        if !set_property(&mut properties, name, value) {
-            table.insert(short("header name", name)?, long(value.as_bytes()));
+        match value {
+            HeaderValue::Text(text) => {
+                if !set_property(&mut properties, name, text) {
+                    table.insert(short("header name", name)?, long(text.as_bytes()));
+                }
+            }
+            // Binary values (from a Kafka input, say) stay binary.
+            HeaderValue::Bytes(bytes) => {
+                let array = ByteArray::from(bytes.to_vec());
+                table.insert(short("header name", name)?, AMQPValue::ByteArray(array));
+            }
         }
     }
     if let Some(key) = message.key() {
@@ -401,6 +410,21 @@ mod tests {
         assert!(!back.headers().contains(KEY_HEADER));
         assert_eq!(back.key(), sent.key());
         assert_eq!(back.routing_key(), Some("orders.created"));
+    }
+
+    #[test]
+    fn a25_binary_header_values_go_out_as_byte_arrays() {
+        let mut message = Message::new(Bytes::new());
+        message
+            .headers_mut()
+            .insert_bytes("x-original-partition", Bytes::from_static(&[0, 0, 0, 3]));
+        let out = outgoing(message, &"orders".into(), None, &"orders".into()).unwrap();
+        let headers = out.properties.headers().as_ref().expect("headers");
+        let value = headers.inner().get("x-original-partition").expect("kept");
+        assert_eq!(
+            value,
+            &AMQPValue::ByteArray(ByteArray::from(vec![0, 0, 0, 3]))
+        );
     }
 
     #[test]
