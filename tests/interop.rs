@@ -1109,26 +1109,32 @@ async fn kafka_spring_dead_letters_are_read_and_redriven_by_bindery() {
     );
     // Spring writes these as big-endian binary numbers; bindery must read
     // them as the numbers (the only record of a 1-partition topic: 0, 0).
-    assert_eq!(
-        headers.get("x-original-partition").map(String::as_str),
-        Some("0"),
-        "{headers:?}"
-    );
-    assert_eq!(
-        headers.get("x-original-offset").map(String::as_str),
-        Some("0"),
-        "{headers:?}"
-    );
-    let timestamp = headers
-        .get("x-original-timestamp")
-        .cloned()
-        .unwrap_or_default();
-    assert!(
-        timestamp
-            .parse::<i64>()
-            .is_ok_and(|t| t > 1_600_000_000_000),
-        "x-original-timestamp as a number of ms: {timestamp:?}"
-    );
+    // Every mismatch is listed; the redrive below runs either way.
+    let mut wrong = Vec::new();
+    for (name, ok) in [
+        (
+            "x-original-partition",
+            headers.get("x-original-partition").map(String::as_str) == Some("0"),
+        ),
+        (
+            "x-original-offset",
+            headers.get("x-original-offset").map(String::as_str) == Some("0"),
+        ),
+        (
+            "x-original-timestamp",
+            headers
+                .get("x-original-timestamp")
+                .and_then(|t| t.parse::<i64>().ok())
+                .is_some_and(|t| t > 1_600_000_000_000),
+        ),
+    ] {
+        if !ok {
+            wrong.push(format!(
+                "{name}: bindery reads {:?}, not the number Spring wrote",
+                headers.get(name)
+            ));
+        }
+    }
 
     // bindery redrives Spring's dead letter back to the topic, where a
     // bindery function of the same group takes it.
@@ -1152,6 +1158,7 @@ async fn kafka_spring_dead_letters_are_read_and_redriven_by_bindery() {
     assert_eq!(redriven, order(3, "poison-3"));
     assert!(!headers.contains_key("x-exception-message"), "{headers:?}");
     app.shutdown().await.unwrap();
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 
 /// (d, bindery → Spring) An order that fails in bindery lands in
@@ -1217,26 +1224,29 @@ async fn kafka_bindery_dead_letters_are_read_by_spring() {
     );
     assert!(!text("x-exception-fqcn").is_empty(), "{}", event["headers"]);
     assert_eq!(text("x-original-topic"), topic);
-    // As Spring's binder writes them (and spring-kafka's tools read them).
-    assert_eq!(
-        spring_bytes(event, "x-original-partition"),
-        Some(0i32.to_be_bytes().to_vec()),
-        "x-original-partition as a 4-byte big-endian int: {}",
-        event["headers"]
-    );
-    assert_eq!(
-        spring_bytes(event, "x-original-offset"),
-        Some(0i64.to_be_bytes().to_vec()),
-        "x-original-offset as an 8-byte big-endian long: {}",
-        event["headers"]
-    );
+    // As Spring's binder writes them (and spring-kafka's tools read them):
+    // every mismatch is listed before the test fails.
     let timestamp = spring_bytes(event, "x-original-timestamp").unwrap_or_default();
-    assert_eq!(
-        timestamp.len(),
-        8,
-        "x-original-timestamp as an 8-byte long: {}",
-        event["headers"]
-    );
+    let mut wrong = Vec::new();
+    for (name, expected_len, expected) in [
+        ("x-original-partition", 4, Some(0i32.to_be_bytes().to_vec())),
+        ("x-original-offset", 8, Some(0i64.to_be_bytes().to_vec())),
+        ("x-original-timestamp", 8, None),
+    ] {
+        let got = spring_bytes(event, name);
+        let ok = match &expected {
+            Some(bytes) => got.as_ref() == Some(bytes),
+            None => got.as_ref().is_some_and(|b| b.len() == expected_len),
+        };
+        if !ok {
+            wrong.push(format!(
+                "{name}: Spring got bytes {got:?} (text {:?}); Spring's binder writes a {expected_len}-byte big-endian number",
+                spring_header_text(event, name)
+            ));
+        }
+    }
+    let _ = timestamp;
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 
 /// (e) A topic both declare: 3 partitions, the group's dead-letter topic.
@@ -1321,16 +1331,20 @@ async fn kafka_topology_declared_by_either_side_first() {
 
 /// (f) Spring's partitioned producer (`partitionKeyExpression`,
 /// `partitionCount` 4) and bindery's (`partition-key`, `partition-count` 4)
-/// put the same key on the same partition. A Spring consumer reads both
-/// producers' records and prints each record's partition.
+/// put the same key on the same partition. Beside them, a Spring producer
+/// that sets the record key instead (`messageKeyExpression`, left to
+/// Kafka's partitioner) shows which of Spring's two ways bindery matches. A
+/// Spring consumer reads every producer's records and prints each one's
+/// partition.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_partitioned_producers_agree_on_partitions() {
     let topic = unique_name("interop-part");
     const KEYS: u64 = 8;
     // The Spring app reads the topic (from the earliest offset, new group)
-    // and, once started, sends 2 × KEYS orders with a `partitionKey` header.
+    // and, once started, sends 2 × KEYS orders with a `partitionKey` header
+    // through each of its two producer bindings.
     let mut spring = SpringApp::start(
-        "log + partitioned producer",
+        "log + partitioned producers",
         &spring_kafka(&[
             arg("spring.cloud.function.definition", "log"),
             arg("spring.cloud.stream.bindings.log-in-0.destination", &topic),
@@ -1351,8 +1365,22 @@ async fn kafka_partitioned_producers_agree_on_partitions() {
                 "spring.cloud.stream.bindings.produce-out-0.producer.partition-count",
                 4,
             ),
+            arg(
+                "spring.cloud.stream.bindings.keyed-out-0.destination",
+                &topic,
+            ),
+            arg(
+                "spring.cloud.stream.kafka.bindings.keyed-out-0.producer.message-key-expression",
+                "headers['partitionKey']",
+            ),
+            // The binder's key serializer is for byte[]; the key here is a String.
+            arg(
+                "spring.cloud.stream.kafka.bindings.keyed-out-0.producer.configuration.key.serializer",
+                "org.apache.kafka.common.serialization.StringSerializer",
+            ),
             arg("interop.produce.count", 2 * KEYS),
             arg("interop.produce.keys", KEYS),
+            arg("interop.produce.keyed", true),
             arg("interop.produce.sku-prefix", "spring-"),
         ]),
     );
@@ -1378,21 +1406,20 @@ async fn kafka_partitioned_producers_agree_on_partitions() {
     }
     app.shutdown().await.unwrap();
     let events = spring
-        .wait_events("received", 4 * KEYS as usize, ARRIVAL)
+        .wait_events("received", 6 * KEYS as usize, ARRIVAL)
         .await;
     spring.stop();
     // key → producer → partitions seen.
     let mut partitions: BTreeMap<String, BTreeMap<&str, BTreeSet<String>>> = BTreeMap::new();
     for event in &events {
         let key = spring_header_text(event, "partitionKey").unwrap_or_default();
-        let producer = if event["payload"]["sku"]
-            .as_str()
-            .unwrap_or("")
-            .starts_with("spring-")
-        {
-            "spring"
+        let sku = event["payload"]["sku"].as_str().unwrap_or("");
+        let producer = if sku.starts_with("spring-") {
+            "spring partitionKeyExpression"
+        } else if sku.starts_with("keyed-") {
+            "spring messageKeyExpression"
         } else {
-            "bindery"
+            "bindery partition-key"
         };
         let partition = spring_header_text(event, "kafka_receivedPartitionId").unwrap_or_default();
         partitions
@@ -1404,12 +1431,28 @@ async fn kafka_partitioned_producers_agree_on_partitions() {
     }
     eprintln!("key -> producer -> partitions: {partitions:?}");
     assert_eq!(partitions.len(), KEYS as usize, "{partitions:?}");
+    let mut disagreements = Vec::new();
     for (key, by_producer) in &partitions {
-        let spring_p = &by_producer.get("spring");
-        let bindery_p = &by_producer.get("bindery");
+        let bindery_p = by_producer.get("bindery partition-key");
         assert!(
-            spring_p.is_some_and(|p| p.len() == 1) && spring_p == bindery_p,
-            "key {key}: Spring put it on {spring_p:?}, bindery on {bindery_p:?} (all: {partitions:?})"
+            bindery_p.is_some_and(|p| p.len() == 1),
+            "key {key}: bindery used one partition: {by_producer:?}"
         );
+        for spring_way in [
+            "spring messageKeyExpression",
+            "spring partitionKeyExpression",
+        ] {
+            if by_producer.get(spring_way) != bindery_p {
+                disagreements.push(format!(
+                    "key {key}: {spring_way} → {:?}, bindery partition-key → {bindery_p:?}",
+                    by_producer.get(spring_way)
+                ));
+            }
+        }
     }
+    assert!(
+        disagreements.is_empty(),
+        "Spring and bindery put keys on different partitions:\n{}",
+        disagreements.join("\n")
+    );
 }

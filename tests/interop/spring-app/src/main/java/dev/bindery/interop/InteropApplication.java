@@ -63,13 +63,17 @@ public class InteropApplication {
 	 * Producer: once the app has started, sends {@code interop.produce.count}
 	 * orders through StreamBridge to binding {@code produce-out-0} (its
 	 * destination and partitioning come from the binding's properties), then
-	 * prints a {@code produced} event.
+	 * prints a {@code produced} event. With {@code interop.produce.keyed} each
+	 * order also goes, with sku prefix "keyed-", to binding
+	 * {@code keyed-out-0} (configured with a Kafka {@code messageKeyExpression}
+	 * instead of a {@code partitionKeyExpression}).
 	 */
 	@Bean
 	public ApplicationRunner produce(StreamBridge bridge,
 			@Value("${interop.produce.count:0}") int count,
 			@Value("${interop.produce.sku-prefix:sku-}") String skuPrefix,
-			@Value("${interop.produce.keys:0}") int keys) {
+			@Value("${interop.produce.keys:0}") int keys,
+			@Value("${interop.produce.keyed:false}") boolean keyed) {
 		return args -> {
 			for (int i = 0; i < count; i++) {
 				// With keys > 0 the orders carry a partition key in a header,
@@ -82,8 +86,15 @@ public class InteropApplication {
 				if (!bridge.send("produce-out-0", builder.build())) {
 					throw new IllegalStateException("StreamBridge refused order " + i);
 				}
+				if (keyed) {
+					MessageBuilder<Order> copy = MessageBuilder.withPayload(new Order(i, "keyed-" + i, i + 1))
+						.setHeader("partitionKey", "key-" + (i % Math.max(keys, 1)));
+					if (!bridge.send("keyed-out-0", copy.build())) {
+						throw new IllegalStateException("StreamBridge refused keyed order " + i);
+					}
+				}
 			}
-			System.out.println("INTEROP {\"event\":\"produced\",\"count\":" + count + "}");
+			System.out.println("INTEROP {\"event\":\"produced\",\"count\":" + (keyed ? 2 * count : count) + "}");
 			System.out.flush();
 		};
 	}
