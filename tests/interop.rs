@@ -727,6 +727,66 @@ async fn rabbit_topology_declared_by_either_side_first() {
     }
 }
 
+/// (e, defaults) A Spring consumer with every default (no `autoBindDlq`:
+/// Spring's group queue has no arguments) and a bindery consumer with every
+/// default join one group. Spring starts first, as the existing service
+/// would; bindery must bind to the queue Spring declared without a
+/// PRECONDITION_FAILED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbit_default_group_queues_agree() {
+    let destination = unique_name("interop-defaults");
+    let group = "shared";
+    let queue = format!("{destination}.{group}");
+    let mut spring = SpringApp::start(
+        "log (defaults)",
+        &spring_rabbit(&[
+            arg("spring.cloud.function.definition", "log"),
+            arg(
+                "spring.cloud.stream.bindings.log-in-0.destination",
+                &destination,
+            ),
+            arg("spring.cloud.stream.bindings.log-in-0.group", group),
+        ]),
+    );
+    spring.wait_started().await;
+    let spring_queue = rabbit_shape("queues", &queue);
+    eprintln!("Spring's default group queue: {spring_queue}");
+    let config = format!(
+        "{}[bindings.take-in-0]\ndestination = \"{destination}\"\ngroup = \"{group}\"\n",
+        rabbit_binder("interop-defaults")
+    );
+    let started = App::builder()
+        .function("take", take)
+        .state(Seen::default())
+        .config_toml(&config)
+        .env(Vec::<(String, String)>::new())
+        .build()
+        .expect("valid configuration")
+        .start()
+        .await;
+    let outcome = match started {
+        Ok(running) => {
+            let bound = tokio::time::timeout(Duration::from_secs(30), running.ready()).await;
+            let health = running.health();
+            running.shutdown().await.unwrap();
+            if bound.is_ok() && health.is_up() {
+                Ok(())
+            } else {
+                Err(format!("{health:?}"))
+            }
+        }
+        Err(error) => Err(error.to_string()),
+    };
+    spring.stop();
+    if let Err(problem) = outcome {
+        panic!(
+            "bindery (defaults) cannot join the group queue Spring (defaults) declared \
+             with arguments {}: {problem}",
+            spring_queue["arguments"]
+        );
+    }
+}
+
 /// Messages of `queue` on the management API, for a failure's evidence.
 #[allow(dead_code)]
 fn rabbit_dump(queue: &str) -> Vec<Value> {
