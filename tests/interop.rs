@@ -1301,10 +1301,11 @@ async fn kafka_bindery_dead_letters_are_read_by_spring() {
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 
-/// (e) A topic both declare: 3 partitions, the group's dead-letter topic.
-/// Whichever starts first, the other binds without a provisioning error
-/// and the topic keeps its 3 partitions (Spring's consumer, alone in its
-/// group, is assigned all of them).
+/// (e) A topic both declare: 3 partitions, one group of both with its
+/// dead-letter topic `error.<destination>.<group>` (Spring's `enableDlq`,
+/// bindery's default). Whichever starts first, the other binds without a
+/// provisioning error and the topic keeps its 3 partitions (a second
+/// Spring consumer, alone in its own group, is assigned all of them).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_topology_declared_by_either_side_first() {
     for spring_first in [true, false] {
@@ -1318,26 +1319,26 @@ async fn kafka_topology_declared_by_either_side_first() {
         } else {
             "bindery first"
         };
+        let group = unique_name("shared");
+        let counter = unique_name("counter");
         let spring_args = spring_kafka(&[
-            arg("spring.cloud.function.definition", "failing"),
+            arg("spring.cloud.function.definition", "failing;log"),
             arg(
                 "spring.cloud.stream.bindings.failing-in-0.destination",
                 &topic,
             ),
-            arg(
-                "spring.cloud.stream.bindings.failing-in-0.group",
-                unique_name("spring"),
-            ),
+            arg("spring.cloud.stream.bindings.failing-in-0.group", &group),
             arg(
                 "spring.cloud.stream.kafka.bindings.failing-in-0.consumer.enable-dlq",
                 true,
             ),
+            arg("spring.cloud.stream.bindings.log-in-0.destination", &topic),
+            arg("spring.cloud.stream.bindings.log-in-0.group", &counter),
             arg("spring.cloud.stream.kafka.binder.min-partition-count", 3),
         ]);
         let config = format!(
-            "{}[bindings.reject-in-0]\ndestination = \"{topic}\"\ngroup = \"{}\"\n",
-            kafka_binder(3),
-            unique_name("bindery")
+            "{}[bindings.reject-in-0]\ndestination = \"{topic}\"\ngroup = \"{group}\"\n",
+            kafka_binder(3)
         );
         let seen = Seen::default();
         let builder = || {
@@ -1346,12 +1347,12 @@ async fn kafka_topology_declared_by_either_side_first() {
                 .state(seen.clone())
         };
         let (spring, app) = if spring_first {
-            let mut spring = SpringApp::start("failing (first)", &spring_args);
+            let mut spring = SpringApp::start("failing;log (first)", &spring_args);
             spring.wait_assigned(&topic).await;
             (spring, start_bindery(builder(), &config).await)
         } else {
             let app = start_bindery(builder(), &config).await;
-            let mut spring = SpringApp::start("failing (second)", &spring_args);
+            let mut spring = SpringApp::start("failing;log (second)", &spring_args);
             spring.wait_assigned(&topic).await;
             (spring, app)
         };
@@ -1365,7 +1366,16 @@ async fn kafka_topology_declared_by_either_side_first() {
             "{label}: bindery is {:?}",
             app.health()
         );
-        let assigned = assignments(&spring, &topic).join("\n");
+        // The counting consumer is alone in its group: it gets every
+        // partition of the topic.
+        let mut spring = spring;
+        let assigned = spring
+            .wait_for_line(
+                "the counting group's assignment",
+                bindery_tests::interop::SPRING_START,
+                |l| l.contains(&format!("{counter}: partitions assigned")),
+            )
+            .await;
         for partition in 0..3 {
             assert!(
                 assigned.contains(&format!("{topic}-{partition}")),
