@@ -129,6 +129,7 @@ fn arg(key: &str, value: impl std::fmt::Display) -> String {
 // RabbitMQ
 
 fn rabbit_binder(prefix: &str) -> String {
+    bindery_tests::interop::require_rabbit();
     format!(
         "[binders.rabbit]\ntype = \"rabbitmq\"\nuri = \"{}\"\nconnection-name = \"{}\"\n",
         uri(),

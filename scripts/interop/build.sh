@@ -12,12 +12,13 @@ app="$root/tests/interop/spring-app"
 target="${CARGO_TARGET_DIR:-$root/target}"
 cache="$target/interop"
 
-for tool in java mvn; do
-    if ! command -v "$tool" >/dev/null 2>&1; then
-        echo "interop build: \`$tool\` is not installed; the Spring apps need Java 17 and Maven 3.8 (Debian: apt-get install openjdk-17-jdk-headless maven)" >&2
+need() {
+    if ! command -v "$1" >/dev/null 2>&1; then
+        echo "interop build: \`$1\` is not installed; the Spring apps need Java 17 and Maven 3.8 (Debian: apt-get install openjdk-17-jdk-headless maven)" >&2
         exit 1
     fi
-done
+}
+need java
 
 hash="$(cd "$app" && find pom.xml src -type f | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -c1-16)"
 jar="$cache/interop-spring-app-$hash.jar"
@@ -26,6 +27,7 @@ if [[ -f "$jar" ]]; then
     exit 0
 fi
 
+need mvn
 mkdir -p "$cache"
 # Maven writes into the source tree's target/; build in a copy under the
 # cache folder so the worktree stays clean and parallel builds cannot collide.

@@ -64,8 +64,41 @@ pub fn spring_jar() -> PathBuf {
     .unwrap_or_else(|problem| panic!("{problem}"))
 }
 
+/// Checks that the RabbitMQ test broker accepts AMQP connections and that
+/// its management API answers; fails the test saying how to start it.
+pub fn require_rabbit() {
+    let uri = crate::rabbitmq::uri();
+    let authority = uri
+        .split_once("://")
+        .map_or(uri.as_str(), |(_, rest)| rest)
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    let address = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+    let address = if address.contains(':') {
+        address.to_owned()
+    } else {
+        format!("{address}:5672")
+    };
+    let reachable = std::net::ToSocketAddrs::to_socket_addrs(&address)
+        .ok()
+        .into_iter()
+        .flatten()
+        .any(|socket| {
+            std::net::TcpStream::connect_timeout(&socket, Duration::from_secs(2)).is_ok()
+        });
+    assert!(
+        reachable,
+        "RabbitMQ does not answer at {address}; {}",
+        crate::rabbitmq::START_HINT
+    );
+    // Panics with the start hint when the management API is not there.
+    let _ = crate::rabbitmq::management("overview");
+}
+
 /// Command-line properties of a Spring app on the RabbitMQ test broker.
 pub fn rabbit_args() -> Vec<String> {
+    require_rabbit();
     let uri = crate::rabbitmq::uri();
     vec![
         "--spring.cloud.stream.default-binder=rabbit".to_owned(),
