@@ -769,11 +769,12 @@ async fn rabbit_default_group_queues_agree() {
         Ok(running) => {
             let bound = tokio::time::timeout(Duration::from_secs(30), running.ready()).await;
             let health = running.health();
-            running.shutdown().await.unwrap();
-            if bound.is_ok() && health.is_up() {
-                Ok(())
-            } else {
-                Err(format!("{health:?}"))
+            // A binding that failed for good is reported by shutdown.
+            let stopped = running.shutdown().await;
+            match (bound.is_ok() && health.is_up(), stopped) {
+                (true, Ok(_)) => Ok(()),
+                (_, Err(error)) => Err(error.to_string()),
+                (false, Ok(_)) => Err(format!("not bound within 30 s, health {health:?}")),
             }
         }
         Err(error) => Err(error.to_string()),
