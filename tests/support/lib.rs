@@ -1,5 +1,7 @@
 //! Shared helpers of the integration tests, one module per binder.
 
+#[cfg(all(feature = "rabbitmq", feature = "kafka"))]
+pub mod interop;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 mod memory;
