@@ -729,10 +729,10 @@ async fn rabbit_topology_declared_by_either_side_first() {
 }
 
 /// (e, defaults) A Spring consumer with every default (no `autoBindDlq`:
-/// Spring's group queue has no arguments) and a bindery consumer with every
-/// default join one group. Spring starts first, as the existing service
-/// would; bindery must bind to the queue Spring declared without a
-/// PRECONDITION_FAILED.
+/// Spring's group queue has no arguments) and a bindery consumer with
+/// `auto-bind-dlq = false` join one group. Spring starts first, as the
+/// existing service would; bindery must bind to the queue Spring declared
+/// without a PRECONDITION_FAILED.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rabbit_default_group_queues_agree() {
     let destination = unique_name("interop-defaults");
@@ -752,8 +752,13 @@ async fn rabbit_default_group_queues_agree() {
     spring.wait_started().await;
     let spring_queue = rabbit_shape("queues", &queue);
     eprintln!("Spring's default group queue: {spring_queue}");
+    // bindery's `auto-bind-dlq` defaults to true (Spring's recommended
+    // setting with a DLQ); Spring's `autoBindDlq` to false. Joining a group
+    // a default Spring service declared takes `auto-bind-dlq = false`, which
+    // keeps bindery's own dead-lettering (it publishes to `DLX`).
     let config = format!(
-        "{}[bindings.take-in-0]\ndestination = \"{destination}\"\ngroup = \"{group}\"\n",
+        "{}[bindings.take-in-0]\ndestination = \"{destination}\"\ngroup = \"{group}\"\n\
+         [bindings.take-in-0.rabbitmq]\nauto-bind-dlq = false\n",
         rabbit_binder("interop-defaults")
     );
     let started = App::builder()
@@ -1451,26 +1456,33 @@ async fn kafka_partitioned_producers_agree_on_partitions() {
     spring
         .wait_events("produced", 1, bindery_tests::interop::SPRING_START)
         .await;
+    // `emit` is partitioned as Spring's partitionKeyExpression is (it has a
+    // partition-count); `keyed` only sets the record key, as
+    // messageKeyExpression does, and leaves the partition to Kafka.
     let config = format!(
-        "{}[bindery]\noutput-bindings = [\"emit\"]\n\
+        "{}[bindery]\noutput-bindings = [\"emit\", \"keyed\"]\n\
          [bindings.emit]\ndestination = \"{topic}\"\n\
-         [bindings.emit.producer]\npartition-key = \"{{header.partitionKey}}\"\npartition-count = 4\n",
+         [bindings.emit.producer]\npartition-key = \"{{header.partitionKey}}\"\npartition-count = 4\n\
+         [bindings.keyed]\ndestination = \"{topic}\"\n\
+         [bindings.keyed.producer]\npartition-key = \"{{header.partitionKey}}\"\n",
         kafka_binder(4)
     );
     let app = start_bindery(App::builder().without_registered_functions(), &config).await;
-    for i in 0..2 * KEYS {
-        app.sender()
-            .send_message(
-                "emit",
-                Message::new(order(i, format!("bindery-{i}")))
-                    .with_header("partitionKey", format!("key-{}", i % KEYS)),
-            )
-            .await
-            .expect("bindery sends");
+    for (binding, prefix) in [("emit", "bindery-"), ("keyed", "bindery-keyed-")] {
+        for i in 0..2 * KEYS {
+            app.sender()
+                .send_message(
+                    binding,
+                    Message::new(order(i, format!("{prefix}{i}")))
+                        .with_header("partitionKey", format!("key-{}", i % KEYS)),
+                )
+                .await
+                .expect("bindery sends");
+        }
     }
     app.shutdown().await.unwrap();
     let events = spring
-        .wait_events("received", 6 * KEYS as usize, ARRIVAL)
+        .wait_events("received", 8 * KEYS as usize, ARRIVAL)
         .await;
     spring.stop();
     // key → producer → partitions seen.
@@ -1482,8 +1494,10 @@ async fn kafka_partitioned_producers_agree_on_partitions() {
             "spring partitionKeyExpression"
         } else if sku.starts_with("keyed-") {
             "spring messageKeyExpression"
-        } else {
+        } else if sku.starts_with("bindery-keyed-") {
             "bindery partition-key"
+        } else {
+            "bindery partition-key with partition-count"
         };
         let partition = spring_header_text(event, "kafka_receivedPartitionId").unwrap_or_default();
         partitions
@@ -1497,18 +1511,21 @@ async fn kafka_partitioned_producers_agree_on_partitions() {
     assert_eq!(partitions.len(), KEYS as usize, "{partitions:?}");
     let mut disagreements = Vec::new();
     for (key, by_producer) in &partitions {
-        let bindery_p = by_producer.get("bindery partition-key");
-        assert!(
-            bindery_p.is_some_and(|p| p.len() == 1),
-            "key {key}: bindery used one partition: {by_producer:?}"
-        );
-        for spring_way in [
-            "spring messageKeyExpression",
-            "spring partitionKeyExpression",
+        for (spring_way, bindery_way) in [
+            ("spring messageKeyExpression", "bindery partition-key"),
+            (
+                "spring partitionKeyExpression",
+                "bindery partition-key with partition-count",
+            ),
         ] {
+            let bindery_p = by_producer.get(bindery_way);
+            assert!(
+                bindery_p.is_some_and(|p| p.len() == 1),
+                "key {key}: {bindery_way} used one partition: {by_producer:?}"
+            );
             if by_producer.get(spring_way) != bindery_p {
                 disagreements.push(format!(
-                    "key {key}: {spring_way} → {:?}, bindery partition-key → {bindery_p:?}",
+                    "key {key}: {spring_way} → {:?}, {bindery_way} → {bindery_p:?}",
                     by_producer.get(spring_way)
                 ));
             }

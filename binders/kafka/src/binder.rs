@@ -182,12 +182,12 @@ impl KafkaBinder {
         topic: &str,
         options: &KafkaBindingOptions,
         at_least: usize,
-    ) -> Result<Arc<dyn Producer>> {
+    ) -> Result<KafkaProducer> {
         self.topics()?
             .ensure(topic, &self.shape(options, at_least))
             .await?;
         let client = self.producer_client(&options.properties)?;
-        Ok(Arc::new(KafkaProducer::new(topic, client)))
+        Ok(KafkaProducer::new(topic, client))
     }
 
     fn group_of<'a>(spec: &'a ConsumerSpec, what: &'static str) -> Result<&'a str> {
@@ -283,9 +283,10 @@ impl Binder for KafkaBinder {
                 spec.required_groups, spec.destination
             );
         }
-        Ok(self
+        let producer = self
             .producer_to(&spec.destination, &options, spec.partition_count)
-            .await?)
+            .await?;
+        Ok(Arc::new(producer.partitioned(spec.partition_count)))
     }
 
     fn dead_letter_destination(&self, spec: &ConsumerSpec) -> String {
@@ -302,7 +303,7 @@ impl Binder for KafkaBinder {
         let group = Self::group_of(spec, "a dead-letter topic")?;
         let options: KafkaBindingOptions = parse_options(&spec.options)?;
         let topic = Self::dead_letter_topic(&spec.destination, group);
-        Ok(self.producer_to(&topic, &options, 1).await?)
+        Ok(Arc::new(self.producer_to(&topic, &options, 1).await?))
     }
 
     /// Reads the dead-letter topic in group `<dead-letter topic>.reader`,
@@ -332,7 +333,9 @@ impl Binder for KafkaBinder {
     ) -> Result<Arc<dyn Producer>, BinderError> {
         Self::group_of(spec, "redrive")?;
         let options: KafkaBindingOptions = parse_options(&spec.options)?;
-        Ok(self.producer_to(&spec.destination, &options, 1).await?)
+        Ok(Arc::new(
+            self.producer_to(&spec.destination, &options, 1).await?,
+        ))
     }
 
     fn health(&self) -> Health {

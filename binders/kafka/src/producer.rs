@@ -182,6 +182,9 @@ fn needs_new_producer(error: &KafkaError) -> bool {
 pub(crate) struct KafkaProducer {
     topic: Arc<str>,
     shared: Arc<SharedProducer>,
+    /// With `partition-count` above 1, keyed records go to the partition
+    /// Spring Cloud Stream's partitioned producers choose for their key.
+    partitions: Option<i32>,
 }
 
 impl KafkaProducer {
@@ -189,8 +192,29 @@ impl KafkaProducer {
         Self {
             topic: topic.into(),
             shared,
+            partitions: None,
         }
     }
+
+    /// Chooses the partition of keyed records among `count` as Spring does.
+    pub(crate) fn partitioned(mut self, count: usize) -> Self {
+        self.partitions = (count > 1).then(|| i32::try_from(count).unwrap_or(i32::MAX));
+        self
+    }
+}
+
+/// The partition Spring Cloud Stream's partitioned producer
+/// (`partitionKeyExpression` with `partitionCount`) picks for `key`:
+/// `abs(key.hashCode()) % count` (`DefaultPartitionSelectorStrategy` and
+/// `PartitionHandler`), with the key read as a Java `String`. A Spring
+/// producer and a bindery producer then put a key on the same partition.
+pub(crate) fn spring_partition(key: &[u8], count: i32) -> i32 {
+    let text = String::from_utf8_lossy(key);
+    let hash = text.encode_utf16().fold(0i32, |hash, unit| {
+        hash.wrapping_mul(31).wrapping_add(i32::from(unit))
+    });
+    let hash = if hash == i32::MIN { 0 } else { hash.abs() };
+    (hash % count).abs()
 }
 
 #[async_trait]
@@ -202,6 +226,9 @@ impl Producer for KafkaProducer {
             .headers(record_headers(&message));
         if let Some(key) = message.key() {
             record = record.key(&key[..]);
+            if let Some(count) = self.partitions {
+                record = record.partition(spring_partition(key, count));
+            }
         }
         let mut pause = Duration::from_millis(1);
         let delivery = loop {
@@ -263,6 +290,17 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
+
+    #[test]
+    fn partitions_follow_springs_partition_key_expression() {
+        // What a Spring producer with partitionCount 4 chose for these keys.
+        let chosen: Vec<i32> = (0..8)
+            .map(|i| spring_partition(format!("key-{i}").as_bytes(), 4))
+            .collect();
+        assert_eq!(chosen, [2, 3, 0, 1, 2, 3, 0, 1]);
+        // Java: "hello".hashCode() == 99162322.
+        assert_eq!(spring_partition(b"hello", 1_000_000_000), 99_162_322);
+    }
 
     /// Names of the threads replaced producers were dropped on.
     static DROPPED_ON: Mutex<Vec<Option<String>>> = Mutex::new(Vec::new());
