@@ -467,6 +467,63 @@ async fn dead_letter_read_back_from_its_topic_carries_every_header() {
 }
 
 // ----------------------------------------------------------------------
+// Group membership timings
+
+/// How long joins and rebalances take with the tests' group settings
+/// (`session.timeout.ms` 6000, `heartbeat.interval.ms` 750, librdkafka's
+/// default `max.poll.interval.ms`; the broker sets
+/// `group.initial.rebalance.delay.ms=0`). Printed for the record; the
+/// bound only catches a join that waits on a timeout, as one on Tansu or
+/// one with librdkafka's 45 s default session would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_join_and_rebalance_take_seconds_not_timeouts() {
+    init_logging();
+    const BOUND: Duration = Duration::from_secs(15);
+    let binder = binder("timings", 4);
+    let topic = unique_name("timings");
+    let group = unique_name("timings-group");
+    let producer = binder
+        .bind_producer(&ProducerSpec::new("out", &topic).partition_count(4))
+        .await
+        .expect("bind producer");
+    let spec = ConsumerSpec::new("in", &topic).group(&group);
+
+    // bind_consumer returns once the group assigned the member its
+    // partitions.
+    let started = Instant::now();
+    let mut first = binder.bind_consumer(&spec).await.expect("bind first");
+    let join = started.elapsed();
+
+    let started = Instant::now();
+    let second = binder.bind_consumer(&spec).await.expect("bind second");
+    let rebalance = started.elapsed();
+
+    // The second leaves: the first must take its partitions over, which
+    // shows when it receives records of every partition.
+    let started = Instant::now();
+    drop(second);
+    send_all(producer.as_ref(), (0..64).map(numbered)).await;
+    let mut seen = BTreeSet::new();
+    while seen.len() < 64 {
+        let delivery = within(BOUND, "the remaining member takes over", first.recv())
+            .await
+            .expect("the consumer ended");
+        seen.insert(number_of(&delivery));
+        delivery.ack().await.expect("ack");
+    }
+    let takeover = started.elapsed();
+    println!(
+        "group timings: first member joins in {:.2} s, a second joining (rebalance) {:.2} s, \
+         one leaving until the other has its partitions and their records {:.2} s",
+        join.as_secs_f64(),
+        rebalance.as_secs_f64(),
+        takeover.as_secs_f64()
+    );
+    assert!(join < BOUND, "first join took {join:?}");
+    assert!(rebalance < BOUND, "rebalance took {rebalance:?}");
+}
+
+// ----------------------------------------------------------------------
 // Offsets
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
