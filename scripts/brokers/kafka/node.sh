@@ -71,9 +71,11 @@ ensure_libs() {
         tmp="$HOME_DIR/libs.partial"
         rm -rf "$tmp"
         # runtime scope: what kafka.Kafka and StorageTool load, no test jars.
+        # Maven's output only when it fails: it is long, and colour codes
+        # leak into it even in batch mode.
         mvn -q -B -Dstyle.color=never -f "$HERE/pom.xml" dependency:copy-dependencies \
-            -DincludeScope=runtime -DoutputDirectory="$tmp" >&2 \
-            || die "mvn dependency:copy-dependencies of $HERE/pom.xml failed (is Maven Central reachable?)"
+            -DincludeScope=runtime -DoutputDirectory="$tmp" >"$HOME_DIR/mvn.log" 2>&1 \
+            || { cat "$HOME_DIR/mvn.log" >&2; die "mvn dependency:copy-dependencies of $HERE/pom.xml failed (is Maven Central reachable?)"; }
         [ -f "$tmp/kafka_2.13-$KAFKA_VERSION.jar" ] || die "mvn ran but $tmp has no kafka_2.13-$KAFKA_VERSION.jar"
         rm -rf "$LIBS"
         mv "$tmp" "$LIBS"
