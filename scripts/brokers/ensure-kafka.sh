@@ -16,6 +16,11 @@
 #   BINDERY_KAFKA_CONTROLLER_PORT  controller listener (default 9093).
 #   BINDERY_KAFKA_HEAP          JVM heap (default 512m).
 #   BINDERY_KAFKA_TIMEOUT       seconds to wait for the broker (default 90).
+#   BINDERY_KAFKA_FRESH         1: start with empty storage (when it starts a
+#                               broker). It also does so by itself once the
+#                               storage holds more than 5000 partitions: every
+#                               test makes new topics, none reads old ones,
+#                               and each partition slows the start.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -92,15 +97,26 @@ else
     # Jars first, in the foreground, so a failed download is reported here
     # and not in the broker's log.
     "$HERE/kafka/node.sh" libs >/dev/null
+    partitions=0
+    if [ -d "$DIR/data" ]; then
+        partitions=$(find "$DIR/data" -mindepth 1 -maxdepth 1 -type d | wc -l)
+    fi
+    if [ "${BINDERY_KAFKA_FRESH:-0}" = 1 ] || [ "$partitions" -gt 5000 ]; then
+        # node.sh formats an empty folder again.
+        rm -rf "$DIR/data"
+        echo "$ME: emptied $DIR/data ($partitions partitions; BINDERY_KAFKA_FRESH=${BINDERY_KAFKA_FRESH:-0})"
+    fi
     rm -f "$PID_FILE"
     echo "=== $(date -Is) ensure-kafka.sh" >>"$OUT"
     # setsid + nohup: a session of its own, so the broker outlives this
     # script and the caller's terminal and job control. The inner shell
-    # writes its pid, and node.sh execs the JVM in that same process.
+    # writes its pid, and node.sh execs the JVM in that same process. 8>&-:
+    # the broker must not inherit the lock, or the next caller waits for it
+    # as long as the broker runs.
     # shellcheck disable=SC2016
     setsid nohup bash -c 'echo $$ >"$0"; exec "$@"' "$PID_FILE" \
         "$HERE/kafka/node.sh" run "$DIR" "$PORT" "$CTRL_PORT" \
-        </dev/null >>"$OUT" 2>&1 &
+        </dev/null >>"$OUT" 2>&1 8>&- &
     disown || true
     for _ in $(seq 50); do [ -s "$PID_FILE" ] && break; sleep 0.1; done
     pid=$(cat "$PID_FILE" 2>/dev/null || true)
