@@ -61,7 +61,7 @@
 //! No feature flags: rdkafka builds its bundled librdkafka (gcc, g++ and
 //! make are needed). Applications enable this binder with the `kafka`
 //! feature of `bindery`. The crate's `README.md` lists every option and
-//! the notes on Tansu, the broker the tests run against.
+//! the Tansu compatibility settings (the tests run against Apache Kafka).
 //!
 //! [`Capabilities::partitioned_log`]: bindery_core::binder::Capabilities::partitioned_log
 

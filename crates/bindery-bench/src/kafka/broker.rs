@@ -17,7 +17,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 
 /// How to get a broker, for failure messages.
 pub const START_HINT: &str = "start one with `scripts/brokers/ensure-kafka.sh` \
-     (installs and starts Tansu on 127.0.0.1:9092), or point BINDERY_TEST_KAFKA_BROKERS at a Kafka cluster";
+     (starts Apache Kafka on 127.0.0.1:9092), or point BINDERY_TEST_KAFKA_BROKERS at a Kafka cluster";
 
 /// Partitions of every topic of the benchmark (Tansu's auto-created
 /// topics have 4 too).
