@@ -232,7 +232,7 @@ fn payloads(messages: &Mutex<Vec<Message>>) -> Vec<String> {
 /// missing. A second input afterwards goes through whole.
 ///
 /// The refusal comes from wrapping the binder under test
-/// ([`RefusingBinder`]), since no broker refusal works on all three.
+/// (`RefusingBinder`), since no broker refusal works on all three.
 pub async fn stream_tail_failure_not_acked<H: BinderHarness>(harness: &H) {
     let inner = harness.binder().await;
     let refusing = Arc::new(RefusingBinder::new(
