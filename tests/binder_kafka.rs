@@ -13,6 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use bindery::binder::BinderExt;
 use bindery::binder::{Binder, Consumer, ConsumerSpec, Delivery, Producer, ProducerSpec};
 use bindery::kafka::{KafkaBinder, OriginalRecord};
 use bindery::message::names;
@@ -213,7 +214,7 @@ async fn consumer_process_killed_mid_stream_loses_nothing() {
     let output = TempFile(std::env::temp_dir().join(format!("{topic}.ids")));
     let seeder = binder("seeder", 4);
     let producer = seeder
-        .bind_producer(&ProducerSpec::new("seed", &topic).partition_count(4))
+        .producer(&ProducerSpec::new("seed", &topic).partition_count(4))
         .await
         .expect("bind producer");
     send_all(producer.as_ref(), (0..COUNT).map(numbered)).await;
@@ -309,7 +310,7 @@ async fn members_joining_and_leaving_mid_stream_lose_nothing() {
     // A steady stream: 60 batches of 100, one every 200 ms.
     let seeder = binder("seeder", 4);
     let producer = seeder
-        .bind_producer(&ProducerSpec::new("seed", &topic).partition_count(4))
+        .producer(&ProducerSpec::new("seed", &topic).partition_count(4))
         .await
         .expect("bind producer");
     let stream = tokio::spawn(async move {
@@ -399,7 +400,7 @@ async fn dead_letter_read_back_from_its_topic_carries_every_header() {
     .await;
     within(Duration::from_secs(60), "app bound", running.ready()).await;
     let producer = binder
-        .bind_producer(&ProducerSpec::new("ledger-out", &destination))
+        .producer(&ProducerSpec::new("ledger-out", &destination))
         .await
         .expect("bind producer");
     let before = now_millis();
@@ -414,7 +415,7 @@ async fn dead_letter_read_back_from_its_topic_carries_every_header() {
     let topic = format!("error.{destination}.{group}");
     let spec = ConsumerSpec::new("inspect", &topic).group(unique_name("inspect"));
     let mut inspector = binder
-        .bind_consumer(&spec)
+        .consumer(&spec)
         .await
         .expect("bind to the dead-letter topic");
     let delivery = recv(inspector.as_mut(), "dead letter").await;
@@ -485,7 +486,7 @@ async fn group_join_and_rebalance_take_seconds_not_timeouts() {
     let topic = unique_name("timings");
     let group = unique_name("timings-group");
     let producer = binder
-        .bind_producer(&ProducerSpec::new("out", &topic).partition_count(4))
+        .producer(&ProducerSpec::new("out", &topic).partition_count(4))
         .await
         .expect("bind producer");
     let spec = ConsumerSpec::new("in", &topic).group(&group);
@@ -493,11 +494,11 @@ async fn group_join_and_rebalance_take_seconds_not_timeouts() {
     // bind_consumer returns once the group assigned the member its
     // partitions.
     let started = Instant::now();
-    let mut first = binder.bind_consumer(&spec).await.expect("bind first");
+    let mut first = binder.consumer(&spec).await.expect("bind first");
     let join = started.elapsed();
 
     let started = Instant::now();
-    let second = binder.bind_consumer(&spec).await.expect("bind second");
+    let second = binder.consumer(&spec).await.expect("bind second");
     let rebalance = started.elapsed();
 
     // The second leaves: the first must take its partitions over, which
@@ -535,13 +536,13 @@ async fn out_of_order_acks_commit_only_the_contiguous_prefix() {
     let topic = unique_name("prefix");
     let group = unique_name("prefix-group");
     let producer = binder
-        .bind_producer(&ProducerSpec::new("out", &topic))
+        .producer(&ProducerSpec::new("out", &topic))
         .await
         .expect("bind producer");
     let spec = ConsumerSpec::new("in", &topic).group(&group);
     send_all(producer.as_ref(), (0..5).map(numbered)).await;
 
-    let mut first = binder.bind_consumer(&spec).await.expect("bind");
+    let mut first = binder.consumer(&spec).await.expect("bind");
     let mut held = Vec::new();
     for _ in 0..5 {
         held.push(recv(first.as_mut(), "first pass").await);
@@ -554,7 +555,7 @@ async fn out_of_order_acks_commit_only_the_contiguous_prefix() {
     drop(unacked);
     drop(first);
 
-    let mut second = binder.bind_consumer(&spec).await.expect("bind again");
+    let mut second = binder.consumer(&spec).await.expect("bind again");
     let mut again = Vec::new();
     for _ in 0..5 {
         let delivery = recv(second.as_mut(), "second pass").await;
@@ -570,7 +571,7 @@ async fn out_of_order_acks_commit_only_the_contiguous_prefix() {
 
     send_all(producer.as_ref(), [numbered(5)]).await;
     let mut third = binder
-        .bind_consumer(&spec)
+        .consumer(&spec)
         .await
         .expect("bind a third time");
     let next = recv(third.as_mut(), "third pass").await;
@@ -585,13 +586,13 @@ async fn records_filtered_by_routing_key_are_committed() {
     let topic = unique_name("routed");
     let group = unique_name("routed-group");
     let producer = binder
-        .bind_producer(&ProducerSpec::new("out", &topic))
+        .producer(&ProducerSpec::new("out", &topic))
         .await
         .expect("bind producer");
     let filtered = ConsumerSpec::new("in", &topic)
         .group(&group)
         .routing_keys(["keep.*"]);
-    let mut consumer = binder.bind_consumer(&filtered).await.expect("bind");
+    let mut consumer = binder.consumer(&filtered).await.expect("bind");
     send_all(
         producer.as_ref(),
         [
@@ -613,7 +614,7 @@ async fn records_filtered_by_routing_key_are_committed() {
     // Same group, every key: the skipped records must not come back.
     send_all(producer.as_ref(), [numbered(3).with_routing_key("later")]).await;
     let mut everything = binder
-        .bind_consumer(&ConsumerSpec::new("in", &topic).group(&group))
+        .consumer(&ConsumerSpec::new("in", &topic).group(&group))
         .await
         .expect("bind again");
     let next = recv(everything.as_mut(), "after the skipped records").await;
@@ -627,7 +628,7 @@ async fn anonymous_subscriber_starts_after_a_batched_backlog() {
     let binder = binder("anonymous", 1);
     let topic = unique_name("backlog");
     let producer = binder
-        .bind_producer(&ProducerSpec::new("out", &topic))
+        .producer(&ProducerSpec::new("out", &topic))
         .await
         .expect("bind producer");
     // All in flight at once: the broker gets many records per batch (where
@@ -636,7 +637,7 @@ async fn anonymous_subscriber_starts_after_a_batched_backlog() {
     // filter there).
     send_all(producer.as_ref(), (0..500).map(numbered)).await;
     let mut anonymous = binder
-        .bind_consumer(&ConsumerSpec::new("in", &topic))
+        .consumer(&ConsumerSpec::new("in", &topic))
         .await
         .expect("bind anonymous");
     send_all(producer.as_ref(), (1000..1003).map(numbered)).await;
@@ -737,7 +738,7 @@ async fn broker_down_at_start_then_up_app_binds_and_processes() {
     .await;
     let seeder = private_binder("seeder", &broker);
     let producer = seeder
-        .bind_producer(&ProducerSpec::new("out", &topic))
+        .producer(&ProducerSpec::new("out", &topic))
         .await
         .expect("bind producer");
     send_all(producer.as_ref(), (0..50).map(numbered)).await;
@@ -802,7 +803,7 @@ async fn broker_lost_mid_stream_app_reports_it_and_resumes() {
     within(Duration::from_secs(60), "app bound", running.ready()).await;
     let seeder = private_binder("seeder", &broker);
     let producer = seeder
-        .bind_producer(&ProducerSpec::new("out", &input))
+        .producer(&ProducerSpec::new("out", &input))
         .await
         .expect("bind producer");
     send_all(producer.as_ref(), (0..100).map(numbered)).await;
@@ -996,7 +997,7 @@ mod audit {
         let binder = binder_with("a08", 2, |s| s.anonymous_timestamp_filter = false);
         let topic = unique_name("a08");
         let mut anonymous = binder
-            .bind_consumer(&ConsumerSpec::new("in", &topic))
+            .consumer(&ConsumerSpec::new("in", &topic))
             .await
             .expect("bind anonymous");
         // Right after binding, from a producer whose clock is a day behind
@@ -1034,7 +1035,7 @@ mod audit {
         });
         let topic = unique_name("b07");
         let mut anonymous = binder
-            .bind_consumer(&ConsumerSpec::new("in", &topic))
+            .consumer(&ConsumerSpec::new("in", &topic))
             .await
             .expect("bind anonymous");
         let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
@@ -1102,11 +1103,11 @@ mod audit {
         let topic = unique_name("b06-hold");
         let group = unique_name("b06-hold-group");
         let producer = binder
-            .bind_producer(&ProducerSpec::new("out", &topic))
+            .producer(&ProducerSpec::new("out", &topic))
             .await
             .expect("bind producer");
         let spec = ConsumerSpec::new("in", &topic).group(&group).prefetch(1);
-        let mut member = binder.bind_consumer(&spec).await.expect("bind");
+        let mut member = binder.consumer(&spec).await.expect("bind");
         send_all(producer.as_ref(), [numbered(0)]).await;
         let held = recv(member.as_mut(), "the record to hold").await;
         // A slow function, or a long back-off: longer than max.poll.interval.ms.
@@ -1122,7 +1123,7 @@ mod audit {
 
         // Both acks were committed: a new member starts after them.
         send_all(producer.as_ref(), [numbered(2)]).await;
-        let mut after = binder.bind_consumer(&spec).await.expect("bind again");
+        let mut after = binder.consumer(&spec).await.expect("bind again");
         let first = recv(after.as_mut(), "after the restart").await;
         assert_eq!(number_of(&first), 2, "no duplicate of the held record");
         first.ack().await.expect("ack");
@@ -1135,12 +1136,12 @@ mod audit {
         let topic = unique_name("b06-join");
         let group = unique_name("b06-join-group");
         let producer = binder
-            .bind_producer(&ProducerSpec::new("out", &topic))
+            .producer(&ProducerSpec::new("out", &topic))
             .await
             .expect("bind producer");
         let spec = ConsumerSpec::new("in", &topic).group(&group).prefetch(1);
         let mut slow = binder
-            .bind_consumer(&spec)
+            .consumer(&spec)
             .await
             .expect("bind the slow member");
         send_all(producer.as_ref(), (0..8).map(numbered)).await;
@@ -1151,7 +1152,7 @@ mod audit {
         // when thrown out, after max.poll.interval.ms (10 s).
         let started = Instant::now();
         let mut joining = binder
-            .bind_consumer(&spec)
+            .consumer(&spec)
             .await
             .expect("bind the second member");
         let waited = started.elapsed();
@@ -1202,7 +1203,7 @@ mod audit {
         let topic = format!("error.{destination}.{group}");
         let spec = ConsumerSpec::new("inspect", &topic).group(unique_name("inspect"));
         let mut inspector = binder
-            .bind_consumer(&spec)
+            .consumer(&spec)
             .await
             .expect("bind to the dead-letter topic");
         let delivery = recv(inspector.as_mut(), "dead letter").await;
@@ -1232,7 +1233,7 @@ mod audit {
         });
         let topic = unique_name("a17");
         let mut anonymous = binder
-            .bind_consumer(&ConsumerSpec::new("in", &topic))
+            .consumer(&ConsumerSpec::new("in", &topic))
             .await
             .expect("bind anonymous");
         let names: Vec<String> = (0..5000).map(|i| format!("h{i}")).collect();

@@ -17,10 +17,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use bindery::binder::{Binder, Consumer, ConsumerSpec, Delivery, Producer, ProducerSpec};
+use bindery::binder::{
+    Binder, BinderExt, BindingOptions, Consumer, ConsumerSpec, Delivery, Producer, ProducerSpec,
+};
 use bindery::message::names;
 use bindery::rabbitmq::headers as amqp;
-use bindery::rabbitmq::{RabbitBinder, RabbitError, RabbitSettings};
+use bindery::rabbitmq::{RabbitBinder, RabbitBindingOptions, RabbitError, RabbitSettings};
 use bindery::{App, BinderError, Message, RunningApp, State};
 use bindery_testkit::{init_logging, unique_name};
 use bindery_tests::rabbitmq::{
@@ -31,6 +33,11 @@ use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use parking_lot::Mutex;
+
+/// `[bindings.X.rabbitmq]` options as validation would parse them.
+fn rabbit_options(section: serde_json::Value) -> BindingOptions {
+    BindingOptions::parse::<RabbitBindingOptions>(section).expect("valid RabbitMQ binding options")
+}
 
 const TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -241,7 +248,7 @@ async fn forced_connection_close_twice_loses_nothing() {
 
     let counts: Arc<Mutex<HashMap<u32, u32>>> = Arc::default();
     let mut checked = observer
-        .bind_consumer(
+        .consumer(
             &ConsumerSpec::new("check", &output)
                 .group("check")
                 .prefetch(200),
@@ -263,7 +270,7 @@ async fn forced_connection_close_twice_loses_nothing() {
         })
     };
     let producer = observer
-        .bind_producer(&ProducerSpec::new("feed", &input).required_groups(["work"]))
+        .producer(&ProducerSpec::new("feed", &input).required_groups(["work"]))
         .await
         .expect("bind the feeding producer");
     let started = Instant::now();
@@ -389,7 +396,7 @@ async fn deleted_queue_is_declared_again_and_consumed() {
     )
     .await;
     let producer = binder
-        .bind_producer(&ProducerSpec::new("feed", &destination))
+        .producer(&ProducerSpec::new("feed", &destination))
         .await
         .unwrap();
     send(producer.as_ref(), text("before")).await;
@@ -495,7 +502,7 @@ async fn broker_down_at_start_binds_when_it_comes_up() {
         .expect("binds once the broker is up");
     let producer_binder = connected_binder("bindery-late-feed").await.0;
     let producer = producer_binder
-        .bind_producer(&ProducerSpec::new("feed", &destination))
+        .producer(&ProducerSpec::new("feed", &destination))
         .await
         .unwrap();
     send(producer.as_ref(), text("hello")).await;
@@ -546,7 +553,7 @@ async fn broker_outage_under_a_running_app_loses_nothing() {
     )
     .await;
     let producer = feeder
-        .bind_producer(&ProducerSpec::new("feed", &destination).required_groups(["g"]))
+        .producer(&ProducerSpec::new("feed", &destination).required_groups(["g"]))
         .await
         .unwrap();
     let distinct = || seen.lock().iter().collect::<BTreeSet<_>>().len();
@@ -631,7 +638,7 @@ async fn topology_and_dead_letters_are_declared_as_spring_declares_them() {
     )
     .await;
     let producer = binder
-        .bind_producer(&ProducerSpec::new("feed", &destination))
+        .producer(&ProducerSpec::new("feed", &destination))
         .await
         .unwrap();
     send(
@@ -695,7 +702,7 @@ async fn topology_and_dead_letters_are_declared_as_spring_declares_them() {
         .unwrap()
         .consumer
         .clone();
-    let mut dead_letters = binder.bind_dead_letter_consumer(&spec).await.unwrap();
+    let mut dead_letters = binder.dead_letter_consumer(&spec).await.unwrap();
     let delivery = recv(dead_letters.as_mut(), "the dead letter").await;
     let letter = delivery.message().clone();
     delivery.ack().await.unwrap();
@@ -724,14 +731,14 @@ async fn topology_and_dead_letters_are_declared_as_spring_declares_them() {
     let raw = ConsumerSpec::new("raw", &destination)
         .group("raw")
         .dead_letter(true);
-    let mut consumer = binder.bind_consumer(&raw).await.unwrap();
+    let mut consumer = binder.consumer(&raw).await.unwrap();
     send(producer.as_ref(), text("rejected").with_routing_key("x")).await;
     recv(consumer.as_mut(), "the message to reject")
         .await
         .nack(false)
         .await
         .unwrap();
-    let mut raw_dead = binder.bind_dead_letter_consumer(&raw).await.unwrap();
+    let mut raw_dead = binder.dead_letter_consumer(&raw).await.unwrap();
     let delivery = recv(raw_dead.as_mut(), "the broker's dead letter").await;
     assert_eq!(
         delivery.message().payload(),
@@ -751,7 +758,7 @@ async fn topology_and_dead_letters_are_declared_as_spring_declares_them() {
     // An anonymous subscriber gets an exclusive, auto-deleted `anonymous.*`
     // queue bound to the destination.
     let anonymous = binder
-        .bind_consumer(&ConsumerSpec::new("anon", &destination))
+        .consumer(&ConsumerSpec::new("anon", &destination))
         .await
         .unwrap();
     let bound = management(&format!(
@@ -786,7 +793,7 @@ async fn binding_options_shape_the_declarations() {
     let destination = unique_name("opts");
     let group = unique_name("quorum-group");
     let parking = unique_name("parking");
-    let options = serde_json::json!({
+    let options = rabbit_options(serde_json::json!({
         "exchange-type": "direct",
         "quorum": true,
         "ttl": "60s",
@@ -794,13 +801,13 @@ async fn binding_options_shape_the_declarations() {
         "single-active-consumer": true,
         "queue-name-group-only": true,
         "dead-letter-queue-name": parking,
-    });
+    }));
     let spec = ConsumerSpec::new("opts", &destination)
         .group(&group)
         .dead_letter(true)
         .options(options.clone());
     let mut consumer = binder
-        .bind_consumer(&spec)
+        .consumer(&spec)
         .await
         .expect("bind with options");
     let exchange = management(&format!("exchanges/%2f/{}", encode(&destination)));
@@ -813,11 +820,11 @@ async fn binding_options_shape_the_declarations() {
     assert_eq!(args["x-single-active-consumer"], true);
     assert_eq!(args["x-dead-letter-routing-key"], group.as_str());
     assert!(management_has(&format!("queues/%2f/{}", encode(&parking))));
-    assert_eq!(binder.dead_letter_destination(&spec), parking);
+    assert_eq!(binder.dead_letter_destination(&spec).unwrap(), parking);
     // On a direct exchange the default routing key (the destination) reaches
     // the group.
     let producer = binder
-        .bind_producer(&ProducerSpec::new("feed", &destination).options(options))
+        .producer(&ProducerSpec::new("feed", &destination).options(options))
         .await
         .unwrap();
     send(producer.as_ref(), text("direct")).await;
@@ -829,8 +836,8 @@ async fn binding_options_shape_the_declarations() {
     // durable-subscription = false: a non-durable, auto-deleted group queue.
     let transient = ConsumerSpec::new("t", &destination)
         .group("transient")
-        .options(serde_json::json!({ "exchange-type": "direct", "durable-subscription": false }));
-    let held = binder.bind_consumer(&transient).await.unwrap();
+        .options(rabbit_options(serde_json::json!({ "exchange-type": "direct", "durable-subscription": false })));
+    let held = binder.consumer(&transient).await.unwrap();
     let queue = management(&format!(
         "queues/%2f/{}",
         encode(&format!("{destination}.transient"))
@@ -853,7 +860,7 @@ async fn unroutable_sends_fail_and_each_send_gets_its_own_outcome() {
     let (binder, _) = connected_binder("bindery-unroutable").await;
     let nowhere = unique_name("nowhere");
     let producer = binder
-        .bind_producer(&ProducerSpec::new("lost", &nowhere))
+        .producer(&ProducerSpec::new("lost", &nowhere))
         .await
         .unwrap();
     let error = producer
@@ -873,7 +880,7 @@ async fn unroutable_sends_fail_and_each_send_gets_its_own_outcome() {
 
     let destination = unique_name("mixed");
     let mut kept = binder
-        .bind_consumer(
+        .consumer(
             &ConsumerSpec::new("kept", &destination)
                 .group("kept")
                 .routing_keys(["keep.*"])
@@ -882,7 +889,7 @@ async fn unroutable_sends_fail_and_each_send_gets_its_own_outcome() {
         .await
         .unwrap();
     let producer = binder
-        .bind_producer(&ProducerSpec::new("mixed", &destination))
+        .producer(&ProducerSpec::new("mixed", &destination))
         .await
         .unwrap();
     const COUNT: usize = 400;
@@ -935,12 +942,12 @@ async fn redrive_reaches_only_its_group() {
     let spec = ConsumerSpec::new("a", &destination)
         .group("a")
         .dead_letter(true);
-    let mut a = binder.bind_consumer(&spec).await.unwrap();
+    let mut a = binder.consumer(&spec).await.unwrap();
     let mut b = binder
-        .bind_consumer(&ConsumerSpec::new("b", &destination).group("b"))
+        .consumer(&ConsumerSpec::new("b", &destination).group("b"))
         .await
         .unwrap();
-    let redrive = binder.bind_redrive_producer(&spec).await.unwrap();
+    let redrive = binder.redrive_producer(&spec).await.unwrap();
     send(redrive.as_ref(), text("again")).await;
     assert_eq!(
         recv(a.as_mut(), "redriven").await.message().payload(),
@@ -964,7 +971,7 @@ async fn the_password_never_shows() {
         RabbitSettings::new(format!("amqp://guest:{SECRET}@127.0.0.1:1/%2f")),
     );
     let Err(error) = unreachable
-        .bind_producer(&ProducerSpec::new("p", "d"))
+        .producer(&ProducerSpec::new("p", "d"))
         .await
     else {
         panic!("bound with nothing listening");
@@ -988,7 +995,7 @@ async fn the_password_never_shows() {
     let (mut wrong, _) = broker_address();
     wrong.authority.userinfo.password = SECRET.to_owned();
     let refused = RabbitBinder::new("r", RabbitSettings::new(wrong.to_string()));
-    let Err(error) = refused.bind_consumer(&ConsumerSpec::new("c", "d")).await else {
+    let Err(error) = refused.consumer(&ConsumerSpec::new("c", "d")).await else {
         panic!("bound with a wrong password");
     };
     let shown = format!("{error} {error:?} {refused:?} {:?}", refused.health());
@@ -1054,7 +1061,7 @@ async fn a05_a_publish_the_broker_refuses_fails_as_rejected_and_the_others_arriv
     .await;
     let destination = unique_name("a05");
     let mut consumer = binder
-        .bind_consumer(
+        .consumer(
             &ConsumerSpec::new("in", &destination)
                 .group("g")
                 .prefetch(50),
@@ -1062,7 +1069,7 @@ async fn a05_a_publish_the_broker_refuses_fails_as_rejected_and_the_others_arriv
         .await
         .unwrap();
     let producer = binder
-        .bind_producer(&ProducerSpec::new("out", &destination))
+        .producer(&ProducerSpec::new("out", &destination))
         .await
         .unwrap();
     let started = Instant::now();
@@ -1120,15 +1127,15 @@ async fn a06_message_ids_are_kept_and_never_made_up() {
     let first = unique_name("a06-first");
     let second = unique_name("a06-second");
     let mut inbound = binder
-        .bind_consumer(&ConsumerSpec::new("in", &first).group("g"))
+        .consumer(&ConsumerSpec::new("in", &first).group("g"))
         .await
         .unwrap();
     let producer = binder
-        .bind_producer(&ProducerSpec::new("out", &first))
+        .producer(&ProducerSpec::new("out", &first))
         .await
         .unwrap();
     let onward = binder
-        .bind_producer(&ProducerSpec::new("on", &second).required_groups(["raw"]))
+        .producer(&ProducerSpec::new("on", &second).required_groups(["raw"]))
         .await
         .unwrap();
     send(
@@ -1230,11 +1237,11 @@ async fn a07_cancel_answers_while_the_hand_over_buffer_is_full_after_a_reconnect
     let destination = unique_name("a07");
     let queue = format!("{destination}.g");
     let mut consumer = binder
-        .bind_consumer(&ConsumerSpec::new("in", &destination).group("g").prefetch(4))
+        .consumer(&ConsumerSpec::new("in", &destination).group("g").prefetch(4))
         .await
         .unwrap();
     let producer = binder
-        .bind_producer(&ProducerSpec::new("out", &destination))
+        .producer(&ProducerSpec::new("out", &destination))
         .await
         .unwrap();
     for i in 0..20 {
@@ -1275,11 +1282,11 @@ async fn b02_headers_larger_than_a_frame_fail_that_send_only() {
     .await;
     let destination = unique_name("b02");
     let mut consumer = binder
-        .bind_consumer(&ConsumerSpec::new("in", &destination).group("g"))
+        .consumer(&ConsumerSpec::new("in", &destination).group("g"))
         .await
         .unwrap();
     let producer = binder
-        .bind_producer(&ProducerSpec::new("out", &destination))
+        .producer(&ProducerSpec::new("out", &destination))
         .await
         .unwrap();
     let publishing = format!("{prefix} rabbit publish");
@@ -1325,7 +1332,7 @@ async fn b03_interleaved_sends_on_several_channels_each_get_their_own_outcome() 
     let (binder, _) = connected_binder("bindery-b03").await;
     let destination = unique_name("b03");
     let mut kept = binder
-        .bind_consumer(
+        .consumer(
             &ConsumerSpec::new("kept", &destination)
                 .group("kept")
                 .routing_keys(["keep.*"])
@@ -1338,7 +1345,7 @@ async fn b03_interleaved_sends_on_several_channels_each_get_their_own_outcome() 
     let mut tasks = Vec::new();
     for p in 0..PRODUCERS {
         let producer = binder
-            .bind_producer(&ProducerSpec::new(format!("p{p}"), &destination))
+            .producer(&ProducerSpec::new(format!("p{p}"), &destination))
             .await
             .unwrap();
         tasks.push(tokio::spawn(async move {
@@ -1387,11 +1394,11 @@ async fn b04_a_broker_cancel_keeps_the_prefetch_bound() {
     let destination = unique_name("b04");
     let queue = format!("{destination}.g");
     let mut consumer = binder
-        .bind_consumer(&ConsumerSpec::new("in", &destination).group("g").prefetch(3))
+        .consumer(&ConsumerSpec::new("in", &destination).group("g").prefetch(3))
         .await
         .unwrap();
     let producer = binder
-        .bind_producer(&ProducerSpec::new("out", &destination))
+        .producer(&ProducerSpec::new("out", &destination))
         .await
         .unwrap();
     for i in 0..3 {
@@ -1405,7 +1412,7 @@ async fn b04_a_broker_cancel_keeps_the_prefetch_bound() {
     // Declared again by a producer, as the consumer waits for its old
     // deliveries before it declares and subscribes again.
     let provisioning = binder
-        .bind_producer(&ProducerSpec::new("again", &destination).required_groups(["g"]))
+        .producer(&ProducerSpec::new("again", &destination).required_groups(["g"]))
         .await
         .unwrap();
     for i in 0..5 {
@@ -1445,21 +1452,21 @@ async fn a02_broker_dead_lettering_is_reported_and_a_deleted_dlq_comes_back() {
     let spec = ConsumerSpec::new("in", &destination)
         .group("g")
         .dead_letter(true);
-    let mut consumer = binder.bind_consumer(&spec).await.unwrap();
+    let mut consumer = binder.consumer(&spec).await.unwrap();
     let mut plain = binder
-        .bind_consumer(
+        .consumer(
             &ConsumerSpec::new("plain", &destination)
                 .group("plain")
-                .options(serde_json::json!({ "auto-bind-dlq": false })),
+                .options(rabbit_options(serde_json::json!({ "auto-bind-dlq": false }))),
         )
         .await
         .unwrap();
     let mut anonymous = binder
-        .bind_consumer(&ConsumerSpec::new("anon", &destination))
+        .consumer(&ConsumerSpec::new("anon", &destination))
         .await
         .unwrap();
     let producer = binder
-        .bind_producer(&ProducerSpec::new("out", &destination))
+        .producer(&ProducerSpec::new("out", &destination))
         .await
         .unwrap();
     send(producer.as_ref(), text("reject me")).await;
@@ -1474,7 +1481,7 @@ async fn a02_broker_dead_lettering_is_reported_and_a_deleted_dlq_comes_back() {
     let (_, other) = recv(anonymous.as_mut(), "anonymous").await.into_parts();
     assert!(!other.broker_dead_letters());
     other.ack().await.unwrap();
-    let mut dlq = binder.bind_dead_letter_consumer(&spec).await.unwrap();
+    let mut dlq = binder.dead_letter_consumer(&spec).await.unwrap();
     let dead = recv(dlq.as_mut(), "the broker's dead letter").await;
     assert_eq!(dead.message().payload(), &Bytes::from_static(b"reject me"));
     let (_, dead) = dead.into_parts();
@@ -1482,7 +1489,7 @@ async fn a02_broker_dead_lettering_is_reported_and_a_deleted_dlq_comes_back() {
     dead.ack().await.unwrap();
     drop(dlq);
 
-    let dead_letters = binder.bind_dead_letter_producer(&spec).await.unwrap();
+    let dead_letters = binder.dead_letter_producer(&spec).await.unwrap();
     let dlq_name = format!("{destination}.g.dlq");
     management_delete(&format!("queues/%2f/{}", encode(&dlq_name)));
     let returned = dead_letters
@@ -1512,7 +1519,7 @@ async fn a24_a_consumer_that_cannot_subscribe_makes_health_down_until_it_can() {
     let destination = unique_name("a24");
     let queue = format!("{destination}.g");
     let _consumer = binder
-        .bind_consumer(&ConsumerSpec::new("in", &destination).group("g"))
+        .consumer(&ConsumerSpec::new("in", &destination).group("g"))
         .await
         .unwrap();
     assert!(binder.health().is_up());

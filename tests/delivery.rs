@@ -250,7 +250,7 @@ mod faulty {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use bindery::binder::{Binder, Consumer, ConsumerSpec, Delivery, Health, ProducerSpec};
+    use bindery::binder::{BinderExt, Consumer, ConsumerSpec, Delivery, Health, ProducerSpec};
     use bindery::memory::MemoryBinder;
     use bindery::message::names;
     use bindery::prelude::*;
@@ -279,7 +279,7 @@ mod faulty {
         ) -> Rig {
             let memory = Arc::new(MemoryBinder::isolated());
             let outputs = memory
-                .bind_consumer(
+                .consumer(
                     &ConsumerSpec::new("check", output)
                         .group("check")
                         .prefetch(1_000),
@@ -312,7 +312,7 @@ mod faulty {
         pub(super) async fn send(&self, destination: &str, order: Order) {
             let producer = self
                 .memory
-                .bind_producer(&ProducerSpec::new("test", destination))
+                .producer(&ProducerSpec::new("test", destination))
                 .await
                 .unwrap();
             let payload = serde_json::to_vec(&order).unwrap();
@@ -398,7 +398,7 @@ mod faulty {
         );
         let mut dead = rig
             .memory
-            .bind_dead_letter_consumer(&ConsumerSpec::new("split-in-0", "orders").group("g"))
+            .dead_letter_consumer(&ConsumerSpec::new("split-in-0", "orders").group("g"))
             .await
             .unwrap();
         let parked = tokio::time::timeout(Duration::from_secs(5), dead.recv())

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use bindery::binder::{Binder, Health, ProducerSpec};
+use bindery::binder::BinderExt;
+use bindery::binder::{Health, ProducerSpec};
 use bindery::memory::MemoryBinder;
 use bindery::prelude::*;
 use bindery::{BinderErrorKind, Error};
@@ -133,7 +134,7 @@ async fn shutdown_gives_up_after_the_timeout_and_leaves_the_message_to_the_broke
     let running = app.start().await.unwrap();
     running.ready().await;
     let producer = binder
-        .bind_producer(&ProducerSpec::new("t", "orders"))
+        .producer(&ProducerSpec::new("t", "orders"))
         .await
         .unwrap();
     producer
@@ -253,7 +254,7 @@ async fn run_full_cycle(broker_name: &str, functions: &[(&str, &str, &str)]) {
     let mut seeds = Vec::new();
     for (_, input, _) in functions {
         let spec = ProducerSpec::new("seed", *input);
-        seeds.push(seeder.bind_producer(&spec).await.unwrap());
+        seeds.push(seeder.producer(&spec).await.unwrap());
     }
     let seeding = tokio::spawn(async move {
         for n in 0..SEEDS as usize {
@@ -364,7 +365,7 @@ async fn a_lost_connection_shows_in_health_and_holds_messages_until_it_is_back()
     // Another client of the broker still publishes; the app must not see
     // it until its own connection is back.
     let producer = memory
-        .bind_producer(&ProducerSpec::new("t", "orders"))
+        .producer(&ProducerSpec::new("t", "orders"))
         .await
         .unwrap();
     producer

@@ -8,10 +8,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bindery_core::binder::{
-    Binder, Capabilities, Consumer, ConsumerSpec, Health, Producer, ProducerSpec,
+    Binder, Capabilities, ConsumeFrom, Consumer, ConsumerSpec, GroupBinding, Health, Producer,
+    ProducerSpec, PublishTo,
 };
 use bindery_core::error::BinderError;
-use bindery_core::registry::parse_options;
+use bindery_core::registry::BinderProvider;
 use bindery_core::routing::RoutingPattern;
 use parking_lot::Mutex;
 use rdkafka::ClientConfig;
@@ -190,13 +191,6 @@ impl KafkaBinder {
         Ok(KafkaProducer::new(topic, client))
     }
 
-    fn group_of<'a>(spec: &'a ConsumerSpec, what: &'static str) -> Result<&'a str> {
-        spec.group.as_deref().ok_or_else(|| Error::NoGroup {
-            binding: spec.binding.clone(),
-            what,
-        })
-    }
-
     async fn consumer_of(
         &self,
         spec: &ConsumerSpec,
@@ -205,7 +199,7 @@ impl KafkaBinder {
         start: StartOffset,
         routing_keys: Vec<RoutingPattern>,
     ) -> Result<Box<dyn Consumer>, BinderError> {
-        let options: KafkaBindingOptions = parse_options(&spec.options)?;
+        let options: KafkaBindingOptions = spec.options.get()?;
         self.topics()?
             .ensure(topic, &self.shape(&options, 1))
             .await?;
@@ -228,6 +222,60 @@ impl KafkaBinder {
         let bound = consumer::bind(plan, &self.board, &self.closings).await?;
         Ok(Box::new(bound))
     }
+    async fn subscribe(&self, spec: &ConsumerSpec) -> Result<Box<dyn Consumer>, BinderError> {
+        let options: KafkaBindingOptions = spec.options.get()?;
+        let (membership, default_start) = match &spec.group {
+            Some(group) => (Membership::Group(group.clone()), StartOffset::Earliest),
+            None => (
+                Membership::Anonymous(anonymous_group()),
+                StartOffset::Latest,
+            ),
+        };
+        let start = options.start_offset.unwrap_or(default_start);
+        self.consumer_of(
+            spec,
+            &spec.destination,
+            membership,
+            start,
+            spec.routing_keys.clone(),
+        )
+        .await
+    }
+
+    /// Reads the dead-letter topic in group `<dead-letter topic>.reader`,
+    /// from the earliest record not yet read by that group.
+    async fn read_dead_letters(
+        &self,
+        of: GroupBinding<'_>,
+    ) -> Result<Box<dyn Consumer>, BinderError> {
+        let topic = Self::dead_letter_topic(of.destination(), of.group());
+        let reader = Membership::Group(Self::dead_letter_reader_group(&topic));
+        self.consumer_of(
+            of.spec(),
+            &topic,
+            reader,
+            StartOffset::Earliest,
+            vec![RoutingPattern::any()],
+        )
+        .await
+    }
+
+    /// Provisions the topic. `required-groups` need nothing more on Kafka: a
+    /// group starts at `earliest` by default, so it receives what was sent
+    /// before it first bound.
+    async fn publish_to_topic(&self, spec: &ProducerSpec) -> Result<Arc<dyn Producer>, BinderError> {
+        let options: KafkaBindingOptions = spec.options.get()?;
+        if !spec.required_groups.is_empty() {
+            debug!(
+                "required groups {:?} of `{}`: provisioning the topic keeps their messages",
+                spec.required_groups, spec.destination
+            );
+        }
+        let producer = self
+            .producer_to(&spec.destination, &options, spec.partition_count)
+            .await?;
+        Ok(Arc::new(producer.partitioned(spec.partition_count)))
+    }
 }
 
 impl fmt::Debug for KafkaBinder {
@@ -249,93 +297,37 @@ impl Binder for KafkaBinder {
     /// Kafka splits work by partition: no single-message requeue, no fair
     /// dispatch, and redriven dead letters reach every group.
     fn capabilities(&self) -> Capabilities {
-        Capabilities::partitioned_log()
+        crate::KafkaProvider::CAPABILITIES
     }
 
-    async fn bind_consumer(&self, spec: &ConsumerSpec) -> Result<Box<dyn Consumer>, BinderError> {
-        let options: KafkaBindingOptions = parse_options(&spec.options)?;
-        let (membership, default_start) = match &spec.group {
-            Some(group) => (Membership::Group(group.clone()), StartOffset::Earliest),
-            None => (
-                Membership::Anonymous(anonymous_group()),
-                StartOffset::Latest,
-            ),
-        };
-        let start = options.start_offset.unwrap_or(default_start);
-        self.consumer_of(
-            spec,
-            &spec.destination,
-            membership,
-            start,
-            spec.routing_keys.clone(),
-        )
-        .await
-    }
-
-    /// Provisions the topic. `required-groups` need nothing more on Kafka: a
-    /// group starts at `earliest` by default, so it receives what was sent
-    /// before it first bound.
-    async fn bind_producer(&self, spec: &ProducerSpec) -> Result<Arc<dyn Producer>, BinderError> {
-        let options: KafkaBindingOptions = parse_options(&spec.options)?;
-        if !spec.required_groups.is_empty() {
-            debug!(
-                "required groups {:?} of `{}`: provisioning the topic keeps their messages",
-                spec.required_groups, spec.destination
-            );
+    async fn bind_consumer(&self, from: ConsumeFrom<'_>) -> Result<Box<dyn Consumer>, BinderError> {
+        match from {
+            ConsumeFrom::Destination(spec) => self.subscribe(spec).await,
+            ConsumeFrom::DeadLetters(of) => self.read_dead_letters(of).await,
         }
-        let producer = self
-            .producer_to(&spec.destination, &options, spec.partition_count)
-            .await?;
-        Ok(Arc::new(producer.partitioned(spec.partition_count)))
     }
 
-    fn dead_letter_destination(&self, spec: &ConsumerSpec) -> String {
-        Self::dead_letter_topic(
-            &spec.destination,
-            spec.group.as_deref().unwrap_or("anonymous"),
-        )
+    async fn bind_producer(&self, to: PublishTo<'_>) -> Result<Arc<dyn Producer>, BinderError> {
+        match to {
+            PublishTo::Destination(spec) => self.publish_to_topic(spec).await,
+            PublishTo::DeadLetters(of) => {
+                let options: KafkaBindingOptions = of.spec().options.get()?;
+                let topic = Self::dead_letter_topic(of.destination(), of.group());
+                Ok(Arc::new(self.producer_to(&topic, &options, 1).await?))
+            }
+            // Publishes to the destination topic: every group sees redriven
+            // messages (`Capabilities::group_redrive` is false).
+            PublishTo::Group(of) => {
+                let options: KafkaBindingOptions = of.spec().options.get()?;
+                Ok(Arc::new(
+                    self.producer_to(of.destination(), &options, 1).await?,
+                ))
+            }
+        }
     }
 
-    async fn bind_dead_letter_producer(
-        &self,
-        spec: &ConsumerSpec,
-    ) -> Result<Arc<dyn Producer>, BinderError> {
-        let group = Self::group_of(spec, "a dead-letter topic")?;
-        let options: KafkaBindingOptions = parse_options(&spec.options)?;
-        let topic = Self::dead_letter_topic(&spec.destination, group);
-        Ok(Arc::new(self.producer_to(&topic, &options, 1).await?))
-    }
-
-    /// Reads the dead-letter topic in group `<dead-letter topic>.reader`,
-    /// from the earliest record not yet read by that group.
-    async fn bind_dead_letter_consumer(
-        &self,
-        spec: &ConsumerSpec,
-    ) -> Result<Box<dyn Consumer>, BinderError> {
-        let group = Self::group_of(spec, "a dead-letter topic")?;
-        let topic = Self::dead_letter_topic(&spec.destination, group);
-        let reader = Membership::Group(Self::dead_letter_reader_group(&topic));
-        self.consumer_of(
-            spec,
-            &topic,
-            reader,
-            StartOffset::Earliest,
-            vec![RoutingPattern::any()],
-        )
-        .await
-    }
-
-    /// Publishes to the destination topic: every group sees redriven
-    /// messages ([`Capabilities::group_redrive`] is false).
-    async fn bind_redrive_producer(
-        &self,
-        spec: &ConsumerSpec,
-    ) -> Result<Arc<dyn Producer>, BinderError> {
-        Self::group_of(spec, "redrive")?;
-        let options: KafkaBindingOptions = parse_options(&spec.options)?;
-        Ok(Arc::new(
-            self.producer_to(&spec.destination, &options, 1).await?,
-        ))
+    fn dead_letter_name(&self, of: GroupBinding<'_>) -> String {
+        Self::dead_letter_topic(of.destination(), of.group())
     }
 
     fn health(&self) -> Health {

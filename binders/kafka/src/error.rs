@@ -95,14 +95,6 @@ pub enum Error {
         /// The topic.
         topic: String,
     },
-    /// A binding needs a group it does not have.
-    #[error("binding `{binding}`: {what} needs a group")]
-    NoGroup {
-        /// The binding.
-        binding: String,
-        /// What needed it.
-        what: &'static str,
-    },
 }
 
 impl Error {
@@ -127,7 +119,6 @@ impl Error {
                 kind => kind,
             },
             Error::ProducerClosed { .. } | Error::ConsumerClosed { .. } => BinderErrorKind::Closed,
-            Error::NoGroup { .. } => BinderErrorKind::InvalidOptions,
         }
     }
 }

@@ -76,8 +76,7 @@ mod topics;
 
 use std::sync::Arc;
 
-use bindery_core::__private::{BINDER_FACTORIES, BinderFactory, linkme};
-use bindery_core::binder::Binder;
+use bindery_core::binder::{Binder, Capabilities};
 use bindery_core::config::Problem;
 use bindery_core::error::BinderError;
 use bindery_core::registry::{BinderProvider, Patience};
@@ -101,6 +100,7 @@ pub struct KafkaProvider;
 
 impl BinderProvider for KafkaProvider {
     const TYPE: &'static str = TYPE;
+    const CAPABILITIES: Capabilities = Capabilities::partitioned_log();
     type Settings = KafkaSettings;
     type BindingOptions = KafkaBindingOptions;
 
@@ -140,12 +140,4 @@ impl BinderProvider for KafkaProvider {
     }
 }
 
-#[linkme::distributed_slice(BINDER_FACTORIES)]
-#[linkme(crate = bindery_core::__private::linkme)]
-static KAFKA_BINDER: BinderFactory = BinderFactory::of::<KafkaProvider>();
-
-/// Call from a crate that must keep this binder linked: referencing it
-/// stops the linker from dropping the registration (linkme #31).
-pub fn link() {
-    std::hint::black_box(&KAFKA_BINDER);
-}
+bindery_core::register_binder!(KafkaProvider);

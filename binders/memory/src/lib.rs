@@ -40,8 +40,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bindery_core::__private::{BINDER_FACTORIES, BinderFactory, linkme};
-use bindery_core::binder::{Binder, Capabilities, Consumer, ConsumerSpec, Producer, ProducerSpec};
+use bindery_core::binder::{
+    Binder, Capabilities, ConsumeFrom, Consumer, ConsumerSpec, GroupBinding, Producer,
+    ProducerSpec, PublishTo,
+};
 use bindery_core::config::duration;
 use bindery_core::error::BinderError;
 use bindery_core::registry::BinderProvider;
@@ -129,23 +131,74 @@ impl MemoryBinder {
         format!("{destination}.{group}")
     }
 
-    fn dead_letter_queue(&self, spec: &ConsumerSpec) -> Arc<broker::Queue> {
-        let name = self.dead_letter_destination(spec);
+    fn dead_letter_queue(&self, of: GroupBinding<'_>) -> Arc<broker::Queue> {
+        let name = self.dead_letter_name(of);
         self.broker
             .declare_queue(&name, &name, &[RoutingPattern::any()], None)
     }
 
-    fn require_group<'a>(
-        &self,
-        spec: &'a ConsumerSpec,
-        what: &str,
-    ) -> Result<&'a str, BinderError> {
-        spec.group.as_deref().ok_or_else(|| {
-            BinderError::new(
-                bindery_core::BinderErrorKind::InvalidOptions,
-                format!("binding `{}`: {what} needs a group", spec.binding),
-            )
-        })
+    fn subscribe(&self, spec: &ConsumerSpec) -> MemoryConsumer {
+        let capacity = Some(self.queue_capacity);
+        match &spec.group {
+            Some(group) => {
+                let name = self.group_queue(&spec.destination, group);
+                let queue =
+                    self.broker
+                        .declare_queue(&spec.destination, &name, &spec.routing_keys, capacity);
+                MemoryConsumer::new(queue, spec.prefetch, None)
+            }
+            None => {
+                let name = self.broker.anonymous_name();
+                let queue =
+                    self.broker
+                        .declare_queue(&spec.destination, &name, &spec.routing_keys, capacity);
+                MemoryConsumer::new(queue, spec.prefetch, Some(self.broker.clone()))
+            }
+        }
+    }
+
+    fn destination_publisher(&self, spec: &ProducerSpec) -> DestinationProducer {
+        for group in &spec.required_groups {
+            let name = self.group_queue(&spec.destination, group);
+            self.broker.declare_queue(
+                &spec.destination,
+                &name,
+                &[RoutingPattern::any()],
+                Some(self.queue_capacity),
+            );
+        }
+        DestinationProducer {
+            name: spec.destination.clone(),
+            destination: self.broker.destination(&spec.destination),
+            publish_timeout: self.publish_timeout,
+        }
+    }
+
+    fn dead_letter_publisher(&self, of: GroupBinding<'_>) -> DestinationProducer {
+        // The dead-letter queue is bound to a destination of the same name,
+        // so apps may also subscribe to dead letters like any destination.
+        self.dead_letter_queue(of);
+        let name = self.dead_letter_name(of);
+        DestinationProducer {
+            destination: self.broker.destination(&name),
+            name,
+            publish_timeout: self.publish_timeout,
+        }
+    }
+
+    fn redrive_publisher(&self, of: GroupBinding<'_>) -> QueueProducer {
+        let spec = of.spec();
+        let name = self.group_queue(of.destination(), of.group());
+        let queue = self.broker.declare_queue(
+            &spec.destination,
+            &name,
+            &spec.routing_keys,
+            Some(self.queue_capacity),
+        );
+        QueueProducer {
+            queue,
+            publish_timeout: self.publish_timeout,
+        }
     }
 }
 
@@ -165,105 +218,28 @@ impl Binder for MemoryBinder {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::all()
+        MemoryProvider::CAPABILITIES
     }
 
-    async fn bind_consumer(&self, spec: &ConsumerSpec) -> Result<Box<dyn Consumer>, BinderError> {
-        let capacity = Some(self.queue_capacity);
-        let consumer = match &spec.group {
-            Some(group) => {
-                let name = self.group_queue(&spec.destination, group);
-                let queue = self.broker.declare_queue(
-                    &spec.destination,
-                    &name,
-                    &spec.routing_keys,
-                    capacity,
-                );
-                MemoryConsumer::new(queue, spec.prefetch, None)
+    async fn bind_consumer(&self, from: ConsumeFrom<'_>) -> Result<Box<dyn Consumer>, BinderError> {
+        Ok(Box::new(match from {
+            ConsumeFrom::Destination(spec) => self.subscribe(spec),
+            ConsumeFrom::DeadLetters(of) => {
+                MemoryConsumer::new(self.dead_letter_queue(of), of.spec().prefetch, None)
             }
-            None => {
-                let name = self.broker.anonymous_name();
-                let queue = self.broker.declare_queue(
-                    &spec.destination,
-                    &name,
-                    &spec.routing_keys,
-                    capacity,
-                );
-                MemoryConsumer::new(queue, spec.prefetch, Some(self.broker.clone()))
-            }
-        };
-        Ok(Box::new(consumer))
-    }
-
-    async fn bind_producer(&self, spec: &ProducerSpec) -> Result<Arc<dyn Producer>, BinderError> {
-        for group in &spec.required_groups {
-            let name = self.group_queue(&spec.destination, group);
-            self.broker.declare_queue(
-                &spec.destination,
-                &name,
-                &[RoutingPattern::any()],
-                Some(self.queue_capacity),
-            );
-        }
-        Ok(Arc::new(DestinationProducer {
-            name: spec.destination.clone(),
-            destination: self.broker.destination(&spec.destination),
-            publish_timeout: self.publish_timeout,
         }))
     }
 
-    fn dead_letter_destination(&self, spec: &ConsumerSpec) -> String {
-        format!(
-            "{}.{}.dlq",
-            spec.destination,
-            spec.group.as_deref().unwrap_or("anonymous")
-        )
+    async fn bind_producer(&self, to: PublishTo<'_>) -> Result<Arc<dyn Producer>, BinderError> {
+        Ok(match to {
+            PublishTo::Destination(spec) => Arc::new(self.destination_publisher(spec)),
+            PublishTo::DeadLetters(of) => Arc::new(self.dead_letter_publisher(of)),
+            PublishTo::Group(of) => Arc::new(self.redrive_publisher(of)),
+        })
     }
 
-    async fn bind_dead_letter_producer(
-        &self,
-        spec: &ConsumerSpec,
-    ) -> Result<Arc<dyn Producer>, BinderError> {
-        self.require_group(spec, "a dead-letter destination")?;
-        // The dead-letter queue is bound to a destination of the same name,
-        // so apps may also subscribe to dead letters like any destination.
-        self.dead_letter_queue(spec);
-        let name = self.dead_letter_destination(spec);
-        Ok(Arc::new(DestinationProducer {
-            destination: self.broker.destination(&name),
-            name,
-            publish_timeout: self.publish_timeout,
-        }))
-    }
-
-    async fn bind_dead_letter_consumer(
-        &self,
-        spec: &ConsumerSpec,
-    ) -> Result<Box<dyn Consumer>, BinderError> {
-        self.require_group(spec, "a dead-letter destination")?;
-        Ok(Box::new(MemoryConsumer::new(
-            self.dead_letter_queue(spec),
-            spec.prefetch,
-            None,
-        )))
-    }
-
-    async fn bind_redrive_producer(
-        &self,
-        spec: &ConsumerSpec,
-    ) -> Result<Arc<dyn Producer>, BinderError> {
-        let group = self.require_group(spec, "redrive")?;
-        let name = self.group_queue(&spec.destination, group);
-        let queue = self.broker.declare_queue(
-            &spec.destination,
-            &name,
-            &spec.routing_keys,
-            Some(self.queue_capacity),
-        );
-        Ok(Arc::new(QueueProducer {
-            queue,
-            publish_timeout: self.publish_timeout,
-        }))
+    fn dead_letter_name(&self, of: GroupBinding<'_>) -> String {
+        format!("{}.{}.dlq", of.destination(), of.group())
     }
 }
 
@@ -273,6 +249,7 @@ pub struct MemoryProvider;
 
 impl BinderProvider for MemoryProvider {
     const TYPE: &'static str = TYPE;
+    const CAPABILITIES: Capabilities = Capabilities::all();
     type Settings = MemorySettings;
     type BindingOptions = MemoryBindingOptions;
 
@@ -297,12 +274,4 @@ impl BinderProvider for MemoryProvider {
     }
 }
 
-#[linkme::distributed_slice(BINDER_FACTORIES)]
-#[linkme(crate = bindery_core::__private::linkme)]
-static MEMORY_BINDER: BinderFactory = BinderFactory::of::<MemoryProvider>();
-
-/// Call from a crate that must keep this binder linked: referencing it
-/// stops the linker from dropping the registration (linkme #31).
-pub fn link() {
-    std::hint::black_box(&MEMORY_BINDER);
-}
+bindery_core::register_binder!(MemoryProvider);

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bindery_core::binder::{Binder, ConsumerSpec, ProducerSpec};
+use bindery_core::binder::{Binder, BinderExt, ConsumerSpec, ProducerSpec};
 use bindery_core::error::BinderErrorKind;
 use bindery_core::message::Message;
 use bindery_memory::{Broker, MemoryBinder, MemorySettings};
@@ -25,7 +25,7 @@ fn number(message: &Message) -> u32 {
 async fn a_full_queue_makes_producers_wait_until_a_consumer_takes_one() {
     let binder = MemoryBinder::new(Broker::new(), 3);
     let producer = binder
-        .bind_producer(&ProducerSpec::new("out", "orders").required_groups(["g"]))
+        .producer(&ProducerSpec::new("out", "orders").required_groups(["g"]))
         .await
         .unwrap();
     for n in 0..3 {
@@ -40,7 +40,7 @@ async fn a_full_queue_makes_producers_wait_until_a_consumer_takes_one() {
         "the fourth send waits while the queue is full"
     );
     let mut consumer = binder
-        .bind_consumer(&ConsumerSpec::new("in", "orders").group("g").prefetch(1))
+        .consumer(&ConsumerSpec::new("in", "orders").group("g").prefetch(1))
         .await
         .unwrap();
     let first = consumer.recv().await.unwrap();
@@ -53,7 +53,7 @@ async fn a_full_queue_makes_producers_wait_until_a_consumer_takes_one() {
 async fn a_send_no_queue_takes_is_unroutable() {
     let binder = MemoryBinder::isolated();
     let producer = binder
-        .bind_producer(&ProducerSpec::new("out", "nobody-listens"))
+        .producer(&ProducerSpec::new("out", "nobody-listens"))
         .await
         .unwrap();
     let error = producer.send(message(1)).await.unwrap_err();
@@ -64,12 +64,12 @@ async fn a_send_no_queue_takes_is_unroutable() {
 async fn fair_dispatch_gives_the_next_message_to_the_free_consumer() {
     let binder = MemoryBinder::isolated();
     let producer = binder
-        .bind_producer(&ProducerSpec::new("out", "jobs").required_groups(["workers"]))
+        .producer(&ProducerSpec::new("out", "jobs").required_groups(["workers"]))
         .await
         .unwrap();
     let spec = ConsumerSpec::new("in", "jobs").group("workers").prefetch(1);
-    let mut slow = binder.bind_consumer(&spec).await.unwrap();
-    let mut fast = binder.bind_consumer(&spec).await.unwrap();
+    let mut slow = binder.consumer(&spec).await.unwrap();
+    let mut fast = binder.consumer(&spec).await.unwrap();
     for n in 0..3 {
         producer.send(message(n)).await.unwrap().await.unwrap();
     }
@@ -98,12 +98,12 @@ async fn fair_dispatch_gives_the_next_message_to_the_free_consumer() {
 async fn redelivered_messages_are_marked_and_stale_acks_fail() {
     let binder = MemoryBinder::isolated();
     let producer = binder
-        .bind_producer(&ProducerSpec::new("out", "orders").required_groups(["g"]))
+        .producer(&ProducerSpec::new("out", "orders").required_groups(["g"]))
         .await
         .unwrap();
     producer.send(message(7)).await.unwrap().await.unwrap();
     let spec = ConsumerSpec::new("in", "orders").group("g");
-    let mut consumer = binder.bind_consumer(&spec).await.unwrap();
+    let mut consumer = binder.consumer(&spec).await.unwrap();
     let delivery = consumer.recv().await.unwrap();
     let (_, acknowledger) = delivery.into_parts();
     assert!(!acknowledger.redelivered());
@@ -114,7 +114,7 @@ async fn redelivered_messages_are_marked_and_stale_acks_fail() {
         BinderErrorKind::Closed,
         "an ack after the consumer left fails"
     );
-    let mut consumer = binder.bind_consumer(&spec).await.unwrap();
+    let mut consumer = binder.consumer(&spec).await.unwrap();
     let again = consumer.recv().await.unwrap();
     let (message, acknowledger) = again.into_parts();
     assert_eq!(number(&message), 7);
@@ -139,14 +139,14 @@ async fn redelivered_messages_are_marked_and_stale_acks_fail() {
 async fn an_anonymous_queue_lives_only_as_long_as_its_consumer() {
     let binder = MemoryBinder::isolated();
     let consumer = binder
-        .bind_consumer(&ConsumerSpec::new("in", "events"))
+        .consumer(&ConsumerSpec::new("in", "events"))
         .await
         .unwrap();
     assert_eq!(binder.broker().queue_depth("anonymous.0"), Some(0));
     drop(consumer);
     assert_eq!(binder.broker().queue_depth("anonymous.0"), None);
     let producer = binder
-        .bind_producer(&ProducerSpec::new("out", "events"))
+        .producer(&ProducerSpec::new("out", "events"))
         .await
         .unwrap();
     assert_eq!(
@@ -161,11 +161,11 @@ async fn dead_letter_queues_are_unbounded() {
     let spec = ConsumerSpec::new("in", "orders")
         .group("g")
         .dead_letter(true);
-    let dead_letters = binder.bind_dead_letter_producer(&spec).await.unwrap();
+    let dead_letters = binder.dead_letter_producer(&spec).await.unwrap();
     for n in 0..50 {
         dead_letters.send(message(n)).await.unwrap().await.unwrap();
     }
-    assert_eq!(binder.dead_letter_destination(&spec), "orders.g.dlq");
+    assert_eq!(binder.dead_letter_destination(&spec).unwrap(), "orders.g.dlq");
     assert_eq!(binder.broker().queue_depth("orders.g.dlq"), Some(50));
 }
 
@@ -179,11 +179,11 @@ async fn binders_naming_the_same_broker_share_destinations() {
     let one: Arc<dyn Binder> = (factory.create)("one", &settings).unwrap();
     let two: Arc<dyn Binder> = (factory.create)("two", &settings).unwrap();
     let mut consumer = two
-        .bind_consumer(&ConsumerSpec::new("in", "greetings").group("g"))
+        .consumer(&ConsumerSpec::new("in", "greetings").group("g"))
         .await
         .unwrap();
     let producer = one
-        .bind_producer(&ProducerSpec::new("out", "greetings"))
+        .producer(&ProducerSpec::new("out", "greetings"))
         .await
         .unwrap();
     producer.send(message(42)).await.unwrap().await.unwrap();
@@ -199,11 +199,11 @@ async fn a22_a_full_group_queue_rejects_within_the_publish_timeout_and_spares_ot
     let binder = MemoryBinder::new(Broker::new(), 2).with_publish_timeout(limit);
     // `audit` is required but nobody consumes it; `billing` is healthy.
     let producer = binder
-        .bind_producer(&ProducerSpec::new("out", "orders").required_groups(["audit", "billing"]))
+        .producer(&ProducerSpec::new("out", "orders").required_groups(["audit", "billing"]))
         .await
         .unwrap();
     let mut billing = binder
-        .bind_consumer(&ConsumerSpec::new("in", "orders").group("billing"))
+        .consumer(&ConsumerSpec::new("in", "orders").group("billing"))
         .await
         .unwrap();
     for n in 0..5 {
@@ -236,12 +236,12 @@ async fn a22_a_full_group_queue_rejects_within_the_publish_timeout_and_spares_ot
 async fn a22_a_send_that_finds_room_within_the_publish_timeout_is_kept() {
     let binder = MemoryBinder::new(Broker::new(), 1).with_publish_timeout(Duration::from_secs(1));
     let producer = binder
-        .bind_producer(&ProducerSpec::new("out", "orders").required_groups(["g"]))
+        .producer(&ProducerSpec::new("out", "orders").required_groups(["g"]))
         .await
         .unwrap();
     producer.send(message(0)).await.unwrap().await.unwrap();
     let mut consumer = binder
-        .bind_consumer(&ConsumerSpec::new("in", "orders").group("g").prefetch(1))
+        .consumer(&ConsumerSpec::new("in", "orders").group("g").prefetch(1))
         .await
         .unwrap();
     let drain = async {
@@ -258,7 +258,7 @@ async fn a22_a_send_that_finds_room_within_the_publish_timeout_is_kept() {
 async fn a22_a_redrive_into_a_full_group_queue_is_rejected_within_the_publish_timeout() {
     let binder = MemoryBinder::new(Broker::new(), 1).with_publish_timeout(Duration::ZERO);
     let spec = ConsumerSpec::new("in", "orders").group("g");
-    let redrive = binder.bind_redrive_producer(&spec).await.unwrap();
+    let redrive = binder.redrive_producer(&spec).await.unwrap();
     redrive.send(message(0)).await.unwrap().await.unwrap();
     let error = redrive.send(message(1)).await.unwrap_err();
     assert_eq!(error.kind(), BinderErrorKind::Rejected, "{error}");

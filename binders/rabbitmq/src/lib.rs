@@ -65,13 +65,13 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bindery_core::__private::{BINDER_FACTORIES, BinderFactory, linkme};
 use bindery_core::binder::{
-    Binder, Capabilities, Consumer, ConsumerSpec, Health, Producer, ProducerSpec,
+    Binder, BindingOptions, Capabilities, ConsumeFrom, Consumer, ConsumerSpec, GroupBinding,
+    Health, Producer, ProducerSpec, PublishTo,
 };
 use bindery_core::config::Problem;
 use bindery_core::error::BinderError;
-use bindery_core::registry::{BinderProvider, Patience as DeliveryPatience, parse_options};
+use bindery_core::registry::{BinderProvider, Patience as DeliveryPatience};
 use parking_lot::Mutex;
 
 pub use consumer::{ORIGINAL_EXCHANGE, ORIGINAL_ROUTING_KEY};
@@ -151,30 +151,80 @@ impl RabbitBinder {
         Ok(())
     }
 
-    fn options(&self, binding: &str, options: &serde_json::Value) -> Result<RabbitBindingOptions> {
-        parse_options(options).map_err(|e| RabbitError::Options {
+    fn options(&self, binding: &str, options: &BindingOptions) -> Result<RabbitBindingOptions> {
+        options.get().map_err(|e| RabbitError::Options {
             binding: binding.to_owned(),
             detail: e.to_string(),
         })
     }
 
-    fn group_of<'a>(&self, spec: &'a ConsumerSpec, what: &str) -> Result<&'a str> {
-        spec.group.as_deref().ok_or_else(|| RabbitError::Options {
-            binding: spec.binding.clone(),
-            detail: format!("{what} needs a group"),
-        })
-    }
-
-    /// The group queue's and the dead-letter queue's names of `spec`.
+    /// The group queue's and the dead-letter queue's names of a group.
     fn dead_letter_names(
         &self,
-        spec: &ConsumerSpec,
+        of: GroupBinding<'_>,
         options: &RabbitBindingOptions,
-    ) -> Result<(String, String)> {
-        let group = self.group_of(spec, "a dead-letter queue")?;
-        let queue = topology::group_queue_name(&spec.destination, group, options);
+    ) -> (String, String) {
+        let queue = topology::group_queue_name(of.destination(), of.group(), options);
         let dlq = topology::dead_letter_queue_name(&queue, options);
-        Ok((queue, dlq))
+        (queue, dlq)
+    }
+
+    async fn subscribe(&self, spec: &ConsumerSpec) -> Result<Box<dyn Consumer>> {
+        let options = self.options(&spec.binding, &spec.options)?;
+        let queue = match &spec.group {
+            Some(group) => topology::group_queue_name(&spec.destination, group, &options),
+            None => topology::anonymous_queue_name(),
+        };
+        let topology = Topology::consumer(spec, &options, &queue);
+        self.consumer(spec, topology, queue).await
+    }
+
+    async fn consume_dead_letters(&self, of: GroupBinding<'_>) -> Result<Box<dyn Consumer>> {
+        let spec = of.spec();
+        let options = self.options(&spec.binding, &spec.options)?;
+        let (queue, dlq) = self.dead_letter_names(of, &options);
+        let topology = Topology::dead_letters(&queue, &options);
+        self.consumer(spec, topology, dlq).await
+    }
+
+    async fn publish_to_destination(&self, spec: &ProducerSpec) -> Result<Arc<dyn Producer>> {
+        let options = self.options(&spec.binding, &spec.options)?;
+        let destination = short("exchange", &spec.destination)?;
+        let route = Route {
+            exchange: destination.clone(),
+            fixed_routing_key: None,
+            default_routing_key: destination,
+        };
+        self.producer(&spec.binding, Topology::producer(spec, &options), route)
+            .await
+    }
+
+    async fn publish_dead_letters(&self, of: GroupBinding<'_>) -> Result<Arc<dyn Producer>> {
+        let spec = of.spec();
+        let options = self.options(&spec.binding, &spec.options)?;
+        let (queue, _) = self.dead_letter_names(of, &options);
+        let route = Route {
+            exchange: short("exchange", DEAD_LETTER_EXCHANGE)?,
+            fixed_routing_key: Some(short("routing key", &queue)?),
+            default_routing_key: short("routing key", &queue)?,
+        };
+        let topology = Topology::dead_letters(&queue, &options);
+        self.producer(&spec.binding, topology, route).await
+    }
+
+    async fn publish_in_front_of(&self, of: GroupBinding<'_>) -> Result<Arc<dyn Producer>> {
+        let spec = of.spec();
+        let options = self.options(&spec.binding, &spec.options)?;
+        let queue = topology::group_queue_name(of.destination(), of.group(), &options);
+        // The default exchange routes by queue name: only this group sees
+        // the redriven messages.
+        let route = Route {
+            exchange: short("exchange", "")?,
+            fixed_routing_key: Some(short("queue", &queue)?),
+            default_routing_key: short("queue", &queue)?,
+        };
+        let topology = Topology::group(spec, of.group(), &options);
+        self.producer(&spec.binding, topology, route).await
     }
 
     async fn producer(
@@ -249,82 +299,32 @@ impl Binder for RabbitBinder {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::all()
+        RabbitProvider::CAPABILITIES
     }
 
-    async fn bind_consumer(&self, spec: &ConsumerSpec) -> Result<Box<dyn Consumer>, BinderError> {
-        let options = self.options(&spec.binding, &spec.options)?;
-        let queue = match &spec.group {
-            Some(group) => topology::group_queue_name(&spec.destination, group, &options),
-            None => topology::anonymous_queue_name(),
-        };
-        let topology = Topology::consumer(spec, &options, &queue);
-        Ok(self.consumer(spec, topology, queue).await?)
+    async fn bind_consumer(&self, from: ConsumeFrom<'_>) -> Result<Box<dyn Consumer>, BinderError> {
+        Ok(match from {
+            ConsumeFrom::Destination(spec) => self.subscribe(spec).await?,
+            ConsumeFrom::DeadLetters(of) => self.consume_dead_letters(of).await?,
+        })
     }
 
-    async fn bind_producer(&self, spec: &ProducerSpec) -> Result<Arc<dyn Producer>, BinderError> {
-        let options = self.options(&spec.binding, &spec.options)?;
-        let destination = short("exchange", &spec.destination)?;
-        let route = Route {
-            exchange: destination.clone(),
-            fixed_routing_key: None,
-            default_routing_key: destination,
-        };
-        Ok(self
-            .producer(&spec.binding, Topology::producer(spec, &options), route)
-            .await?)
+    async fn bind_producer(&self, to: PublishTo<'_>) -> Result<Arc<dyn Producer>, BinderError> {
+        Ok(match to {
+            PublishTo::Destination(spec) => self.publish_to_destination(spec).await?,
+            PublishTo::DeadLetters(of) => self.publish_dead_letters(of).await?,
+            PublishTo::Group(of) => self.publish_in_front_of(of).await?,
+        })
     }
 
-    fn dead_letter_destination(&self, spec: &ConsumerSpec) -> String {
+    /// With options that do not parse (never after validation) the name
+    /// under default options.
+    fn dead_letter_name(&self, of: GroupBinding<'_>) -> String {
+        let spec = of.spec();
         let options = self
             .options(&spec.binding, &spec.options)
             .unwrap_or_default();
-        let group = spec.group.as_deref().unwrap_or("anonymous");
-        let queue = topology::group_queue_name(&spec.destination, group, &options);
-        topology::dead_letter_queue_name(&queue, &options)
-    }
-
-    async fn bind_dead_letter_producer(
-        &self,
-        spec: &ConsumerSpec,
-    ) -> Result<Arc<dyn Producer>, BinderError> {
-        let options = self.options(&spec.binding, &spec.options)?;
-        let (queue, _) = self.dead_letter_names(spec, &options)?;
-        let route = Route {
-            exchange: short("exchange", DEAD_LETTER_EXCHANGE)?,
-            fixed_routing_key: Some(short("routing key", &queue)?),
-            default_routing_key: short("routing key", &queue)?,
-        };
-        let topology = Topology::dead_letters(&queue, &options);
-        Ok(self.producer(&spec.binding, topology, route).await?)
-    }
-
-    async fn bind_dead_letter_consumer(
-        &self,
-        spec: &ConsumerSpec,
-    ) -> Result<Box<dyn Consumer>, BinderError> {
-        let options = self.options(&spec.binding, &spec.options)?;
-        let (queue, dlq) = self.dead_letter_names(spec, &options)?;
-        let topology = Topology::dead_letters(&queue, &options);
-        Ok(self.consumer(spec, topology, dlq).await?)
-    }
-
-    async fn bind_redrive_producer(
-        &self,
-        spec: &ConsumerSpec,
-    ) -> Result<Arc<dyn Producer>, BinderError> {
-        let options = self.options(&spec.binding, &spec.options)?;
-        let group = self.group_of(spec, "redrive")?;
-        let queue = topology::group_queue_name(&spec.destination, group, &options);
-        // The default exchange routes by queue name: only this group sees
-        // the redriven messages.
-        let route = Route {
-            exchange: short("exchange", "")?,
-            fixed_routing_key: Some(short("queue", &queue)?),
-            default_routing_key: short("queue", &queue)?,
-        };
-        let topology = Topology::group(spec, group, &options);
-        Ok(self.producer(&spec.binding, topology, route).await?)
+        self.dead_letter_names(of, &options).1
     }
 
     fn health(&self) -> Health {
@@ -384,6 +384,7 @@ pub struct RabbitProvider;
 
 impl BinderProvider for RabbitProvider {
     const TYPE: &'static str = TYPE;
+    const CAPABILITIES: Capabilities = Capabilities::all();
     type Settings = RabbitSettings;
     type BindingOptions = RabbitBindingOptions;
 
@@ -418,41 +419,37 @@ impl BinderProvider for RabbitProvider {
     }
 }
 
-#[linkme::distributed_slice(BINDER_FACTORIES)]
-#[linkme(crate = bindery_core::__private::linkme)]
-static RABBITMQ_BINDER: BinderFactory = BinderFactory::of::<RabbitProvider>();
-
-/// Call from a crate that must keep this binder linked: referencing it
-/// stops the linker from dropping the registration (linkme #31).
-pub fn link() {
-    std::hint::black_box(&RABBITMQ_BINDER);
-}
+bindery_core::register_binder!(RabbitProvider);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bindery_core::binder::BinderExt;
+    use bindery_core::registry::binder_factories as registered;
 
     #[test]
     fn names_follow_spring() {
         let binder = RabbitBinder::new("rabbit", RabbitSettings::default());
         let spec = ConsumerSpec::new("in", "orders").group("billing");
-        assert_eq!(binder.dead_letter_destination(&spec), "orders.billing.dlq");
-        let spec = spec.options(serde_json::json!({ "queue-name-group-only": true }));
-        assert_eq!(binder.dead_letter_destination(&spec), "billing.dlq");
-        let spec = spec.options(serde_json::json!({ "dead-letter-queue-name": "parking" }));
-        assert_eq!(binder.dead_letter_destination(&spec), "parking");
+        let name = |spec: &ConsumerSpec| binder.dead_letter_destination(spec).unwrap();
+        assert_eq!(name(&spec), "orders.billing.dlq");
+        let options = |json| BindingOptions::parse::<RabbitBindingOptions>(json).unwrap();
+        let spec = spec.options(options(serde_json::json!({ "queue-name-group-only": true })));
+        assert_eq!(name(&spec), "billing.dlq");
+        let spec = spec.options(options(serde_json::json!({ "dead-letter-queue-name": "parking" })));
+        assert_eq!(name(&spec), "parking");
         assert_eq!(binder.capabilities(), Capabilities::all());
         assert!(binder.health().is_up(), "not connected yet is not down");
     }
 
     #[test]
     fn a14_delivery_patience_is_the_consumer_timeout() {
-        let factory = BINDER_FACTORIES
+        let factory = registered()
             .iter()
             .find(|f| f.binder_type == TYPE)
             .expect("registered");
         let default =
-            (factory.delivery_patience)(&serde_json::Value::Null, &serde_json::Value::Null)
+            (factory.delivery_patience)(&serde_json::Value::Null, &BindingOptions::none())
                 .expect("RabbitMQ has a limit");
         assert_eq!(default.limit, Duration::from_secs(30 * 60));
         assert!(
@@ -462,7 +459,8 @@ mod tests {
         );
         let set = (factory.delivery_patience)(
             &serde_json::json!({ "consumer-timeout": "2h" }),
-            &serde_json::json!({ "quorum": true }),
+            &BindingOptions::parse::<RabbitBindingOptions>(serde_json::json!({ "quorum": true }))
+                .unwrap(),
         )
         .expect("a limit");
         assert_eq!(set.limit, Duration::from_secs(2 * 3600));
@@ -481,7 +479,7 @@ mod tests {
 
     #[test]
     fn registers_with_checks() {
-        let factory = BINDER_FACTORIES
+        let factory = registered()
             .iter()
             .find(|f| f.binder_type == TYPE)
             .expect("registered");

@@ -32,7 +32,8 @@ pub mod routing;
 pub mod template;
 
 pub use binder::{
-    Acknowledger, Binder, Capabilities, Consumer, ConsumerSpec, Delivery, Producer, ProducerSpec,
+    Acknowledger, Binder, BinderExt, Capabilities, Consumer, ConsumerSpec, Delivery, Producer,
+    ProducerSpec,
 };
 pub use codec::Codec;
 pub use error::{BinderError, BinderErrorKind, BoxError, Error, FunctionError, Result};

@@ -9,18 +9,11 @@ use linkme::distributed_slice;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::binder::Binder;
+use crate::binder::{Binder, BindingOptions, Capabilities};
 use crate::config::Problem;
 use crate::config::section::read_section;
 use crate::error::BinderError;
 use crate::function::FunctionRegistry;
-
-/// Binder types bindery knows of, with the facade feature that links each.
-pub const KNOWN_BINDER_TYPES: [(&str, &str); 3] = [
-    ("memory", "memory"),
-    ("rabbitmq", "rabbitmq"),
-    ("kafka", "kafka"),
-];
 
 /// Every binder linked into the program.
 #[distributed_slice]
@@ -37,14 +30,17 @@ pub static FUNCTIONS: [FunctionEntry];
 pub struct BinderFactory {
     /// The `type` value this factory serves.
     pub binder_type: &'static str,
+    /// What binders of this type can do, known before one exists.
+    pub capabilities: Capabilities,
     /// Checks `[binders.NAME]` (without `type`), adding problems.
     pub check_settings: fn(&Value, &str, &mut Vec<Problem>),
-    /// Checks `[bindings.NAME.<type>]`, adding problems.
-    pub check_binding_options: fn(&Value, &str, &mut Vec<Problem>),
+    /// Checks `[bindings.NAME.<type>]`, adding problems, and returns the
+    /// section parsed into the type's options when it has none.
+    pub check_binding_options: fn(&Value, &str, &mut Vec<Problem>) -> Option<BindingOptions>,
     /// How long the broker lets a consumer hold one delivery, from checked
     /// binder settings and binding options; see
     /// [`BinderProvider::delivery_patience`].
-    pub delivery_patience: fn(&Value, &Value) -> Option<Patience>,
+    pub delivery_patience: fn(&Value, &BindingOptions) -> Option<Patience>,
     /// Creates a binder named `name` from checked settings. It must not
     /// connect yet: a broker that is down must not stop the app.
     pub create: CreateBinder,
@@ -63,12 +59,17 @@ impl fmt::Debug for BinderFactory {
 
 /// What a binder crate implements to register its type.
 pub trait BinderProvider: 'static {
-    /// The `type` value, such as `rabbitmq`.
+    /// The `type` value, such as `memory`.
     const TYPE: &'static str;
+    /// What binders of this type can do. Validation reads it before any
+    /// binder exists; [`Binder::capabilities`] reports the same.
+    const CAPABILITIES: Capabilities;
     /// `[binders.NAME]` without `type`; all fields need defaults.
     type Settings: DeserializeOwned;
-    /// `[bindings.NAME.<type>]`; all fields need defaults.
-    type BindingOptions: DeserializeOwned;
+    /// `[bindings.NAME.<type>]`; all fields need defaults. Validation
+    /// parses it once and the binder reads it from the spec's
+    /// [`BindingOptions`].
+    type BindingOptions: DeserializeOwned + Clone + Default + Send + Sync + 'static;
 
     /// Creates the binder; it connects lazily or in the background.
     fn create(name: &str, settings: Self::Settings) -> Result<Arc<dyn Binder>, BinderError>;
@@ -107,7 +108,7 @@ pub trait BinderProvider: 'static {
 pub struct Patience {
     /// The limit.
     pub limit: std::time::Duration,
-    /// What sets it, for the warning: "RabbitMQ's consumer_timeout".
+    /// What sets it, for the warning: "the broker's consumer_timeout".
     pub source: &'static str,
 }
 
@@ -116,6 +117,7 @@ impl BinderFactory {
     pub const fn of<P: BinderProvider>() -> Self {
         Self {
             binder_type: P::TYPE,
+            capabilities: P::CAPABILITIES,
             check_settings: check_settings::<P>,
             check_binding_options: check_binding_options::<P>,
             delivery_patience: delivery_patience::<P>,
@@ -134,15 +136,19 @@ fn check_binding_options<P: BinderProvider>(
     value: &Value,
     path: &str,
     problems: &mut Vec<Problem>,
-) {
-    if let Some(options) = read_section::<P::BindingOptions>(Some(value), path, problems) {
-        P::check_binding_options(&options, path, problems);
-    }
+) -> Option<BindingOptions> {
+    let before = problems.len();
+    let options = read_section::<P::BindingOptions>(Some(value), path, problems)?;
+    P::check_binding_options(&options, path, problems);
+    (problems.len() == before).then(|| BindingOptions::new(options))
 }
 
-fn delivery_patience<P: BinderProvider>(settings: &Value, options: &Value) -> Option<Patience> {
+fn delivery_patience<P: BinderProvider>(
+    settings: &Value,
+    options: &BindingOptions,
+) -> Option<Patience> {
     let settings = parse_options::<P::Settings>(settings).ok()?;
-    let options = parse_options::<P::BindingOptions>(options).ok()?;
+    let options = options.get::<P::BindingOptions>().ok()?;
     P::delivery_patience(&settings, &options)
 }
 
@@ -180,6 +186,35 @@ impl fmt::Debug for FunctionEntry {
             .field("location", &self.location)
             .finish()
     }
+}
+
+/// Registers binder type `$provider` (a [`BinderProvider`]) in
+/// [`BINDER_FACTORIES`], so `[binders.NAME] type = "..."` finds it, and
+/// defines `pub fn link()`, which an application calls (or the facade calls
+/// for it) so the linker keeps the registration of a crate it otherwise
+/// never references.
+///
+/// In a binder crate's `lib.rs`, with `NatsProvider: BinderProvider`:
+///
+/// ```text
+/// bindery_core::register_binder!(NatsProvider);
+/// ```
+///
+/// Without linkme, register a type with `AppBuilder::binder_type::<P>()`.
+#[macro_export]
+macro_rules! register_binder {
+    ($provider:ty) => {
+        #[$crate::__private::linkme::distributed_slice($crate::__private::BINDER_FACTORIES)]
+        #[linkme(crate = $crate::__private::linkme)]
+        static REGISTERED_BINDER: $crate::__private::BinderFactory =
+            $crate::__private::BinderFactory::of::<$provider>();
+
+        /// Keeps this crate's binder registration in the final program
+        /// (see `bindery_core::register_binder!`).
+        pub fn link() {
+            ::std::hint::black_box(&REGISTERED_BINDER);
+        }
+    };
 }
 
 /// Every binder factory linked into the program.

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use bindery::binder::BinderExt;
 use bindery::binder::{Binder, Consumer, ConsumerSpec, Delivery, Producer, ProducerSpec};
 use bindery::message::names;
 use bindery::{App, Message, RunningApp, State};
@@ -147,7 +148,7 @@ async fn destination_with_groups(
     let destination = unique_name(case);
     let spec = ProducerSpec::new(format!("{case}-out"), &destination)
         .required_groups(groups.iter().map(|g| case_group(&destination, g)));
-    let producer = binder.bind_producer(&spec).await.expect("bind producer");
+    let producer = binder.producer(&spec).await.expect("bind producer");
     (destination, producer)
 }
 
@@ -225,7 +226,7 @@ pub async fn round_trip<H: BinderHarness>(harness: &H) {
     let binder = harness.binder().await;
     let (destination, producer) = destination_with_groups(&binder, "c01", &["g"]).await;
     let mut consumer = binder
-        .bind_consumer(&consumer_spec("c01", &destination, Some("g")))
+        .consumer(&consumer_spec("c01", &destination, Some("g")))
         .await
         .unwrap();
     let payload = Bytes::from_static(&[0, 159, 146, 150, 255, b'\n', b'"']);
@@ -252,8 +253,8 @@ pub async fn competing_consumers<H: BinderHarness>(harness: &H) {
     let binder = harness.binder().await;
     let (destination, producer) = destination_with_groups(&binder, "c02", &["g"]).await;
     let spec = consumer_spec("c02", &destination, Some("g"));
-    let first = binder.bind_consumer(&spec).await.unwrap();
-    let second = binder.bind_consumer(&spec).await.unwrap();
+    let first = binder.consumer(&spec).await.unwrap();
+    let second = binder.consumer(&spec).await.unwrap();
     const COUNT: usize = 100;
     for i in 0..COUNT {
         send(producer.as_ref(), numbered(i)).await;
@@ -304,11 +305,11 @@ pub async fn two_groups<H: BinderHarness>(harness: &H) {
     let binder = harness.binder().await;
     let (destination, producer) = destination_with_groups(&binder, "c03", &["a", "b"]).await;
     let mut a = binder
-        .bind_consumer(&consumer_spec("c03", &destination, Some("a")))
+        .consumer(&consumer_spec("c03", &destination, Some("a")))
         .await
         .unwrap();
     let mut b = binder
-        .bind_consumer(&consumer_spec("c03", &destination, Some("b")))
+        .consumer(&consumer_spec("c03", &destination, Some("b")))
         .await
         .unwrap();
     const COUNT: usize = 50;
@@ -338,7 +339,7 @@ pub async fn order_with_concurrency_one<H: BinderHarness>(harness: &H) {
     let binder = harness.binder().await;
     let (destination, producer) = destination_with_groups(&binder, "c04a", &["g"]).await;
     let mut consumer = binder
-        .bind_consumer(&consumer_spec("c04a", &destination, Some("g")))
+        .consumer(&consumer_spec("c04a", &destination, Some("g")))
         .await
         .unwrap();
     const COUNT: usize = 300;
@@ -388,7 +389,7 @@ pub async fn order_per_key_with_concurrency<H: BinderHarness>(harness: &H) {
     )
     .await;
     let producer = binder
-        .bind_producer(&ProducerSpec::new("c04b-out", &destination))
+        .producer(&ProducerSpec::new("c04b-out", &destination))
         .await
         .unwrap();
     const KEYS: u64 = 8;
@@ -422,13 +423,13 @@ pub async fn unacknowledged_redelivered<H: BinderHarness>(harness: &H) {
     let binder = harness.binder().await;
     let (destination, producer) = destination_with_groups(&binder, "c05", &["g"]).await;
     let spec = consumer_spec("c05", &destination, Some("g"));
-    let mut first = binder.bind_consumer(&spec).await.unwrap();
+    let mut first = binder.consumer(&spec).await.unwrap();
     send(producer.as_ref(), numbered(1)).await;
     let delivery = recv(first.as_mut(), harness.timeout(), "first delivery").await;
     assert_eq!(number_of(&delivery), 1);
     drop(delivery); // never acknowledged
     drop(first); // the consumer goes away
-    let mut second = binder.bind_consumer(&spec).await.unwrap();
+    let mut second = binder.consumer(&spec).await.unwrap();
     let again = recv(
         second.as_mut(),
         harness.timeout(),
@@ -522,7 +523,7 @@ pub async fn retry_attempts_and_back_off<H: BinderHarness>(harness: &H) {
         )
         .await;
         let producer = binder
-            .bind_producer(&ProducerSpec::new("c06-out", &destination))
+            .producer(&ProducerSpec::new("c06-out", &destination))
             .await
             .unwrap();
         send(
@@ -582,7 +583,7 @@ pub async fn exhausted_dead_lettered<H: BinderHarness>(harness: &H) {
     )
     .await;
     let producer = binder
-        .bind_producer(&ProducerSpec::new("c07-out", &destination))
+        .producer(&ProducerSpec::new("c07-out", &destination))
         .await
         .unwrap();
     let original = Message::new(Bytes::from_static(b"order-7"))
@@ -596,7 +597,7 @@ pub async fn exhausted_dead_lettered<H: BinderHarness>(harness: &H) {
         .expect("input binding")
         .consumer
         .clone();
-    let mut dead_letters = binder.bind_dead_letter_consumer(&spec).await.unwrap();
+    let mut dead_letters = binder.dead_letter_consumer(&spec).await.unwrap();
     let delivery = recv(dead_letters.as_mut(), harness.timeout(), "dead letter").await;
     let dead = delivery.message().clone();
     delivery.ack().await.unwrap();
@@ -678,7 +679,7 @@ pub async fn undecodable_dead_lettered<H: BinderHarness>(harness: &H) {
     )
     .await;
     let producer = binder
-        .bind_producer(&ProducerSpec::new("c08-out", &destination))
+        .producer(&ProducerSpec::new("c08-out", &destination))
         .await
         .unwrap();
     send(
@@ -698,7 +699,7 @@ pub async fn undecodable_dead_lettered<H: BinderHarness>(harness: &H) {
         .unwrap()
         .consumer
         .clone();
-    let mut dead_letters = binder.bind_dead_letter_consumer(&spec).await.unwrap();
+    let mut dead_letters = binder.dead_letter_consumer(&spec).await.unwrap();
     let delivery = recv(dead_letters.as_mut(), harness.timeout(), "dead letter").await;
     let dead = delivery.message().clone();
     delivery.ack().await.unwrap();
@@ -724,7 +725,7 @@ pub async fn durable_group_while_away<H: BinderHarness>(harness: &H) {
     let binder = harness.binder().await;
     let (destination, producer) = destination_with_groups(&binder, "c09", &["keep"]).await;
     let spec = consumer_spec("c09", &destination, Some("keep"));
-    let mut consumer = binder.bind_consumer(&spec).await.unwrap();
+    let mut consumer = binder.consumer(&spec).await.unwrap();
     send(producer.as_ref(), numbered(0)).await;
     assert_eq!(
         collect_numbers(consumer.as_mut(), 1, harness.timeout(), "before leaving").await,
@@ -734,7 +735,7 @@ pub async fn durable_group_while_away<H: BinderHarness>(harness: &H) {
     for i in 1..=10 {
         send(producer.as_ref(), numbered(i)).await;
     }
-    let mut consumer = binder.bind_consumer(&spec).await.unwrap();
+    let mut consumer = binder.consumer(&spec).await.unwrap();
     let seen = collect_numbers(
         consumer.as_mut(),
         10,
@@ -753,7 +754,7 @@ pub async fn anonymous_only_what_follows<H: BinderHarness>(harness: &H) {
         send(producer.as_ref(), numbered(i)).await;
     }
     let mut anonymous = binder
-        .bind_consumer(&consumer_spec("c10", &destination, None))
+        .consumer(&consumer_spec("c10", &destination, None))
         .await
         .unwrap();
     for i in 5..8 {
@@ -776,19 +777,19 @@ pub async fn routing_keys<H: BinderHarness>(harness: &H) {
         consumer_spec("c11", &destination, Some(group)).routing_keys(patterns)
     };
     let mut items = binder
-        .bind_consumer(&bind("items", &["item.*"]))
+        .consumer(&bind("items", &["item.*"]))
         .await
         .unwrap();
     let mut audit = binder
-        .bind_consumer(&bind("audit", &["audit.#"]))
+        .consumer(&bind("audit", &["audit.#"]))
         .await
         .unwrap();
     let mut updates = binder
-        .bind_consumer(&bind("updates", &["*.update", "item.delete"]))
+        .consumer(&bind("updates", &["*.update", "item.delete"]))
         .await
         .unwrap();
     let mut everything = binder
-        .bind_consumer(&bind("everything", &["#"]))
+        .consumer(&bind("everything", &["#"]))
         .await
         .unwrap();
     let keys = [
@@ -849,7 +850,7 @@ pub async fn concurrent_publishers<H: BinderHarness>(harness: &H) {
     let binder = harness.binder().await;
     let (destination, _) = destination_with_groups(&binder, "c12", &["g"]).await;
     let mut consumer = binder
-        .bind_consumer(&consumer_spec("c12", &destination, Some("g")).prefetch(256))
+        .consumer(&consumer_spec("c12", &destination, Some("g")).prefetch(256))
         .await
         .unwrap();
     const PUBLISHERS: usize = 8;
@@ -860,7 +861,7 @@ pub async fn concurrent_publishers<H: BinderHarness>(harness: &H) {
         let destination = destination.clone();
         tasks.push(tokio::spawn(async move {
             let producer = binder
-                .bind_producer(&ProducerSpec::new("c12-out", &destination))
+                .producer(&ProducerSpec::new("c12-out", &destination))
                 .await
                 .unwrap();
             let mut confirmations = Vec::new();
@@ -899,7 +900,7 @@ pub async fn one_mebibyte_payload<H: BinderHarness>(harness: &H) {
     let binder = harness.binder().await;
     let (destination, producer) = destination_with_groups(&binder, "c13", &["g"]).await;
     let mut consumer = binder
-        .bind_consumer(&consumer_spec("c13", &destination, Some("g")))
+        .consumer(&consumer_spec("c13", &destination, Some("g")))
         .await
         .unwrap();
     let payload: Bytes = (0..1024 * 1024)
@@ -925,7 +926,7 @@ pub async fn unbind_and_rebind<H: BinderHarness>(harness: &H) {
     let binder = harness.binder().await;
     let (destination, producer) = destination_with_groups(&binder, "c14", &["g"]).await;
     let spec = consumer_spec("c14", &destination, Some("g")).prefetch(5);
-    let mut consumer = binder.bind_consumer(&spec).await.unwrap();
+    let mut consumer = binder.consumer(&spec).await.unwrap();
     for i in 0..20 {
         send(producer.as_ref(), numbered(i)).await;
     }
@@ -946,7 +947,7 @@ pub async fn unbind_and_rebind<H: BinderHarness>(harness: &H) {
     for i in 20..30 {
         send(producer.as_ref(), numbered(i)).await;
     }
-    let mut consumer = binder.bind_consumer(&spec).await.unwrap();
+    let mut consumer = binder.consumer(&spec).await.unwrap();
     let mut later = BTreeSet::new();
     while acked.len() + later.len() < 30 {
         let delivery = recv(consumer.as_mut(), harness.timeout(), "after binding again").await;
@@ -979,7 +980,7 @@ pub async fn prefetch_bound<H: BinderHarness>(harness: &H) {
         confirmation.await.expect("confirm");
     }
     let mut consumer = binder
-        .bind_consumer(&consumer_spec("c15", &destination, Some("g")).prefetch(PREFETCH))
+        .consumer(&consumer_spec("c15", &destination, Some("g")).prefetch(PREFETCH))
         .await
         .unwrap();
     let mut held = Vec::new();
@@ -1023,7 +1024,7 @@ pub async fn publish_confirmed<H: BinderHarness>(harness: &H) {
     let confirmation = producer.send(numbered(16)).await.expect("send");
     confirmation.await.expect("the broker confirms");
     let mut consumer = binder
-        .bind_consumer(&consumer_spec("c16", &destination, Some("late")))
+        .consumer(&consumer_spec("c16", &destination, Some("late")))
         .await
         .unwrap();
     assert_eq!(

@@ -21,7 +21,7 @@
 //! let faults = Faults::new();
 //! let binder = FaultyBinder::wrap(MemoryBinder::isolated(), &faults);
 //! let spec = ProducerSpec::new("out-0", "out").required_groups(["g"]);
-//! let producer = binder.bind_producer(&spec).await.unwrap();
+//! let producer = binder.producer(&spec).await.unwrap();
 //!
 //! faults.fail_confirms(To::destination("out"), Times::Next(1), BinderErrorKind::Rejected);
 //! let confirm = producer.send(Message::new(Bytes::from_static(b"one"))).await.unwrap();
@@ -45,8 +45,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bindery::binder::{
-    Acknowledger, Binder, Capabilities, Confirmation, Consumer, ConsumerSpec, Delivery,
-    DeliveryHandle, Health, Producer, ProducerSpec,
+    Acknowledger, Binder, Capabilities, Confirmation, ConsumeFrom, Consumer, Delivery,
+    DeliveryHandle, GroupBinding, Health, Producer, PublishTo,
 };
 use bindery::{BinderError, BinderErrorKind, Headers, Message};
 use futures::future::BoxFuture;
@@ -60,7 +60,7 @@ const LOST: &str = "connection lost (fault injected by bindery-testkit)";
 ///
 /// The destination of an operation is the one it works on: the spec's
 /// destination for consumers, producers and redrive producers, and the
-/// dead-letter destination ([`Binder::dead_letter_destination`]) for
+/// dead-letter destination ([`Binder::dead_letter_name`]) for
 /// dead-letter producers and consumers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct To {
@@ -85,9 +85,8 @@ impl To {
         }
     }
 
-    /// Dead-letter bindings only: producers from
-    /// [`Binder::bind_dead_letter_producer`] and consumers from
-    /// [`Binder::bind_dead_letter_consumer`].
+    /// Dead-letter bindings only: producers to [`PublishTo::DeadLetters`]
+    /// and consumers of [`ConsumeFrom::DeadLetters`].
     pub fn dead_letters() -> Self {
         Self {
             destination: None,
@@ -116,15 +115,15 @@ pub enum Times {
 /// Which bind call a bind fault applies to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Bind {
-    /// [`Binder::bind_consumer`].
+    /// [`Binder::bind_consumer`] of [`ConsumeFrom::Destination`].
     Consumer,
-    /// [`Binder::bind_producer`].
+    /// [`Binder::bind_producer`] of [`PublishTo::Destination`].
     Producer,
-    /// [`Binder::bind_dead_letter_producer`].
+    /// [`Binder::bind_producer`] of [`PublishTo::DeadLetters`].
     DeadLetterProducer,
-    /// [`Binder::bind_dead_letter_consumer`].
+    /// [`Binder::bind_consumer`] of [`ConsumeFrom::DeadLetters`].
     DeadLetterConsumer,
-    /// [`Binder::bind_redrive_producer`].
+    /// [`Binder::bind_producer`] of [`PublishTo::Group`] (redrive).
     RedriveProducer,
     /// Every bind call above.
     Any,
@@ -288,8 +287,8 @@ impl Faults {
         self.add(Fault::DelayConfirm(delay), to, times);
     }
 
-    /// Makes dead-letter publishes fail: sends to producers from
-    /// [`Binder::bind_dead_letter_producer`] are accepted but their
+    /// Makes dead-letter publishes fail: sends to producers bound to
+    /// [`PublishTo::DeadLetters`] are accepted but their
     /// confirmation fails with `failure`, and the dead letter is not stored.
     /// Shorthand for `fail_confirms(To::dead_letters(), ..)`; use
     /// [`fail_sends`](Self::fail_sends) with [`To::dead_letters`] to fail
@@ -475,7 +474,7 @@ impl FaultyBinder {
         }
     }
 
-    fn producer(&self, inner: Arc<dyn Producer>, site: Site) -> Arc<dyn Producer> {
+    fn wrap_producer(&self, inner: Arc<dyn Producer>, site: Site) -> Arc<dyn Producer> {
         Arc::new(FaultyProducer {
             inner,
             site,
@@ -483,7 +482,7 @@ impl FaultyBinder {
         })
     }
 
-    fn consumer(&self, inner: Box<dyn Consumer>, site: Site) -> Box<dyn Consumer> {
+    fn wrap_consumer(&self, inner: Box<dyn Consumer>, site: Site) -> Box<dyn Consumer> {
         Box::new(FaultyConsumer {
             inner,
             site,
@@ -530,69 +529,35 @@ impl Binder for FaultyBinder {
         self.inner.capabilities()
     }
 
-    async fn bind_consumer(&self, spec: &ConsumerSpec) -> Result<Box<dyn Consumer>, BinderError> {
-        let site = self.site(&spec.destination, false);
-        let inner = self
-            .bind(Bind::Consumer, &site, self.inner.bind_consumer(spec))
-            .await?;
-        Ok(self.consumer(inner, site))
-    }
-
-    async fn bind_producer(&self, spec: &ProducerSpec) -> Result<Arc<dyn Producer>, BinderError> {
-        let site = self.site(&spec.destination, false);
-        let inner = self
-            .bind(Bind::Producer, &site, self.inner.bind_producer(spec))
-            .await?;
-        Ok(self.producer(inner, site))
-    }
-
-    fn dead_letter_destination(&self, spec: &ConsumerSpec) -> String {
-        self.inner.dead_letter_destination(spec)
-    }
-
-    async fn bind_dead_letter_producer(
-        &self,
-        spec: &ConsumerSpec,
-    ) -> Result<Arc<dyn Producer>, BinderError> {
-        let site = self.site(&self.inner.dead_letter_destination(spec), true);
-        let inner = self
-            .bind(
-                Bind::DeadLetterProducer,
-                &site,
-                self.inner.bind_dead_letter_producer(spec),
-            )
-            .await?;
-        Ok(self.producer(inner, site))
-    }
-
-    async fn bind_dead_letter_consumer(
-        &self,
-        spec: &ConsumerSpec,
-    ) -> Result<Box<dyn Consumer>, BinderError> {
-        let site = self.site(&self.inner.dead_letter_destination(spec), true);
-        let inner = self
-            .bind(
+    async fn bind_consumer(&self, from: ConsumeFrom<'_>) -> Result<Box<dyn Consumer>, BinderError> {
+        let (call, site) = match from {
+            ConsumeFrom::Destination(spec) => (Bind::Consumer, self.site(&spec.destination, false)),
+            ConsumeFrom::DeadLetters(group) => (
                 Bind::DeadLetterConsumer,
-                &site,
-                self.inner.bind_dead_letter_consumer(spec),
-            )
+                self.site(&self.inner.dead_letter_name(group), true),
+            ),
+        };
+        let inner = self
+            .bind(call, &site, self.inner.bind_consumer(from))
             .await?;
-        Ok(self.consumer(inner, site))
+        Ok(self.wrap_consumer(inner, site))
     }
 
-    async fn bind_redrive_producer(
-        &self,
-        spec: &ConsumerSpec,
-    ) -> Result<Arc<dyn Producer>, BinderError> {
-        let site = self.site(&spec.destination, false);
-        let inner = self
-            .bind(
-                Bind::RedriveProducer,
-                &site,
-                self.inner.bind_redrive_producer(spec),
-            )
-            .await?;
-        Ok(self.producer(inner, site))
+    async fn bind_producer(&self, to: PublishTo<'_>) -> Result<Arc<dyn Producer>, BinderError> {
+        let (call, site) = match to {
+            PublishTo::Destination(spec) => (Bind::Producer, self.site(&spec.destination, false)),
+            PublishTo::DeadLetters(group) => (
+                Bind::DeadLetterProducer,
+                self.site(&self.inner.dead_letter_name(group), true),
+            ),
+            PublishTo::Group(group) => (Bind::RedriveProducer, self.site(group.destination(), false)),
+        };
+        let inner = self.bind(call, &site, self.inner.bind_producer(to)).await?;
+        Ok(self.wrap_producer(inner, site))
+    }
+
+    fn dead_letter_name(&self, of: GroupBinding<'_>) -> String {
+        self.inner.dead_letter_name(of)
     }
 
     fn health(&self) -> Health {
@@ -783,6 +748,7 @@ impl DeliveryHandle for ObservedHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bindery::binder::{BinderExt, ConsumerSpec, ProducerSpec};
     use bindery::memory::MemoryBinder;
     use tokio::time::Instant;
 
@@ -800,7 +766,7 @@ mod tests {
 
     async fn producer(binder: &FaultyBinder, destination: &str) -> Arc<dyn Producer> {
         binder
-            .bind_producer(&ProducerSpec::new("out", destination).required_groups(["g"]))
+            .producer(&ProducerSpec::new("out", destination).required_groups(["g"]))
             .await
             .unwrap()
     }
@@ -824,12 +790,12 @@ mod tests {
             BinderErrorKind::Connection,
         );
         for _ in 0..2 {
-            let error = binder.bind_consumer(&group("a")).await.err().unwrap();
+            let error = binder.consumer(&group("a")).await.err().unwrap();
             assert_eq!(error.kind(), BinderErrorKind::Connection);
         }
-        binder.bind_consumer(&group("a")).await.unwrap();
+        binder.consumer(&group("a")).await.unwrap();
         binder
-            .bind_producer(&ProducerSpec::new("p", "a"))
+            .producer(&ProducerSpec::new("p", "a"))
             .await
             .unwrap();
         assert_eq!(faults.stats_of("a").binds_failed, 2);
@@ -850,7 +816,7 @@ mod tests {
         );
         for _ in 0..3 {
             let error = binder
-                .bind_dead_letter_producer(&group("a"))
+                .dead_letter_producer(&group("a"))
                 .await
                 .err()
                 .unwrap();
@@ -861,9 +827,9 @@ mod tests {
                     .contains("queue declared with other arguments")
             );
         }
-        binder.bind_consumer(&group("a")).await.unwrap();
+        binder.consumer(&group("a")).await.unwrap();
         faults.clear();
-        binder.bind_dead_letter_producer(&group("a")).await.unwrap();
+        binder.dead_letter_producer(&group("a")).await.unwrap();
         assert_eq!(faults.stats().binds_failed, 3);
     }
 
@@ -871,7 +837,7 @@ mod tests {
     async fn send_faults_hit_only_their_destination_until_cleared() {
         let faults = Faults::new();
         let binder = binder(&faults);
-        let mut consumer = binder.bind_consumer(&group("a")).await.unwrap();
+        let mut consumer = binder.consumer(&group("a")).await.unwrap();
         let a = producer(&binder, "a").await;
         let b = producer(&binder, "b").await;
         faults.fail_sends(
@@ -900,7 +866,7 @@ mod tests {
     async fn a_failed_confirm_completes_with_the_error_and_routes_nothing() {
         let faults = Faults::new();
         let binder = binder(&faults);
-        let mut consumer = binder.bind_consumer(&group("a")).await.unwrap();
+        let mut consumer = binder.consumer(&group("a")).await.unwrap();
         let a = producer(&binder, "a").await;
         faults.fail_confirms(
             To::destination("a"),
@@ -922,7 +888,7 @@ mod tests {
     async fn a_delayed_confirm_stays_pending_for_the_delay() {
         let faults = Faults::new();
         let binder = binder(&faults);
-        let mut consumer = binder.bind_consumer(&group("a")).await.unwrap();
+        let mut consumer = binder.consumer(&group("a")).await.unwrap();
         let a = producer(&binder, "a").await;
         let delay = Duration::from_secs(30);
         faults.delay_confirms(To::any(), Times::Next(1), delay);
@@ -949,9 +915,9 @@ mod tests {
         let faults = Faults::new();
         let binder = binder(&faults);
         let spec = group("a");
-        let _consumer = binder.bind_consumer(&spec).await.unwrap();
-        let mut dead_letters = binder.bind_dead_letter_consumer(&spec).await.unwrap();
-        let dlq = binder.bind_dead_letter_producer(&spec).await.unwrap();
+        let _consumer = binder.consumer(&spec).await.unwrap();
+        let mut dead_letters = binder.dead_letter_consumer(&spec).await.unwrap();
+        let dlq = binder.dead_letter_producer(&spec).await.unwrap();
         let a = producer(&binder, "a").await;
         faults.fail_dead_letters(Times::Next(2), BinderErrorKind::Rejected);
         a.send(text("ordinary")).await.unwrap().await.unwrap();
@@ -965,7 +931,7 @@ mod tests {
             dead_letters.try_recv().is_none(),
             "refused ones were not stored"
         );
-        let name = binder.dead_letter_destination(&spec);
+        let name = binder.dead_letter_destination(&spec).unwrap();
         assert_eq!(faults.stats_of(&name).confirms_failed, 2);
         assert_eq!(faults.stats_of("a").confirms_failed, 0);
     }
@@ -974,7 +940,7 @@ mod tests {
     async fn a_lost_connection_holds_messages_until_it_comes_back() {
         let faults = Faults::new();
         let binder = binder(&faults);
-        let mut consumer = binder.bind_consumer(&group("a")).await.unwrap();
+        let mut consumer = binder.consumer(&group("a")).await.unwrap();
         let a = producer(&binder, "a").await;
         a.send(text("before")).await.unwrap().await.unwrap();
 
@@ -983,7 +949,7 @@ mod tests {
         assert!(matches!(binder.health(), Health::Down(_)));
         let error = a.send(text("during")).await.unwrap_err();
         assert_eq!(error.kind(), BinderErrorKind::Connection);
-        let error = binder.bind_consumer(&group("b")).await.err().unwrap();
+        let error = binder.consumer(&group("b")).await.err().unwrap();
         assert_eq!(error.kind(), BinderErrorKind::Connection);
         assert!(consumer.try_recv().is_none());
         assert!(
@@ -1010,8 +976,8 @@ mod tests {
     async fn a_cued_panic_kills_the_receiving_task_once() {
         let faults = Faults::new();
         let binder = binder(&faults);
-        let mut a = binder.bind_consumer(&group("a")).await.unwrap();
-        let mut b = binder.bind_consumer(&group("b")).await.unwrap();
+        let mut a = binder.consumer(&group("a")).await.unwrap();
+        let mut b = binder.consumer(&group("b")).await.unwrap();
         faults.panic_on_receive(To::destination("a"), Times::Next(1));
         let died = tokio::spawn(async move {
             let _ = a.recv().await;
@@ -1024,7 +990,7 @@ mod tests {
             "another destination's consumer is spared"
         );
 
-        let mut a = binder.bind_consumer(&group("a")).await.unwrap();
+        let mut a = binder.consumer(&group("a")).await.unwrap();
         producer(&binder, "a")
             .await
             .send(text("x"))
@@ -1046,7 +1012,7 @@ mod tests {
         let binder = binder(&faults);
         // Prefetch 1, so the requeued message is the next one taken.
         let spec = group("a").prefetch(1);
-        let mut consumer = binder.bind_consumer(&spec).await.unwrap();
+        let mut consumer = binder.consumer(&spec).await.unwrap();
         let a = producer(&binder, "a").await;
         for body in ["ack", "requeue", "reject"] {
             a.send(text(body)).await.unwrap().await.unwrap();

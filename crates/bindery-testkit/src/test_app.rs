@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bindery::binder::{Binder, Consumer, ConsumerSpec, Producer, ProducerSpec};
+use bindery::binder::BinderExt;
+use bindery::binder::{Consumer, ConsumerSpec, Producer, ProducerSpec};
 use bindery::memory::MemoryBinder;
 use bindery::{App, AppBuilder, BinderError, Codec, Handler, Message, RunningApp, Stats};
 use bytes::Bytes;
@@ -100,7 +101,7 @@ impl TestAppBuilder {
         for output in outputs {
             let destination = output.producer.destination.clone();
             if let std::collections::hash_map::Entry::Vacant(entry) = captures.entry(destination) {
-                let consumer = binder.bind_consumer(&capture_spec(entry.key())).await?;
+                let consumer = binder.consumer(&capture_spec(entry.key())).await?;
                 entry.insert(consumer);
             }
         }
@@ -216,7 +217,7 @@ impl TestApp {
             None => {
                 let producer = self
                     .binder
-                    .bind_producer(&ProducerSpec::new("testapp", destination))
+                    .producer(&ProducerSpec::new("testapp", destination))
                     .await?;
                 self.producers
                     .insert(destination.to_owned(), producer.clone());
@@ -234,7 +235,7 @@ impl TestApp {
         if !self.captures.contains_key(destination) {
             let consumer = self
                 .binder
-                .bind_consumer(&capture_spec(destination))
+                .consumer(&capture_spec(destination))
                 .await?;
             self.captures.insert(destination.to_owned(), consumer);
         }
@@ -274,7 +275,7 @@ impl TestApp {
             })?;
             let consumer = self
                 .binder
-                .bind_dead_letter_consumer(&input.consumer)
+                .dead_letter_consumer(&input.consumer)
                 .await?;
             self.dead_letters.insert(binding.to_owned(), consumer);
         }

@@ -9,7 +9,7 @@ use bindery_core::binder::{Binder, Health};
 use bindery_core::config::{self, Catalog, ConfigSource, Format, Problems, Wiring};
 use bindery_core::error::{Error, Result};
 use bindery_core::function::{Context, FunctionRegistry, Handler, Sender};
-use bindery_core::registry::{binder_factories, registered_functions};
+use bindery_core::registry::{BinderFactory, BinderProvider, binder_factories, registered_functions};
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -24,6 +24,7 @@ pub struct AppBuilder {
     registered: bool,
     context: Context,
     binders: BTreeMap<String, Arc<dyn Binder>>,
+    binder_types: Vec<BinderFactory>,
     config: Option<ConfigSource>,
     default_config: Option<ConfigSource>,
     env: Option<Vec<(String, String)>>,
@@ -37,6 +38,7 @@ impl AppBuilder {
             registered: true,
             context: Context::new(),
             binders: BTreeMap::new(),
+            binder_types: Vec::new(),
             config: None,
             default_config: None,
             env: None,
@@ -71,6 +73,15 @@ impl AppBuilder {
     /// from configuration. Configuration may still declare it.
     pub fn binder(mut self, name: &str, binder: Arc<dyn Binder>) -> Self {
         self.binders.insert(name.to_owned(), binder);
+        self
+    }
+
+    /// Registers binder type `P`, so `[binders.NAME] type = "<P::TYPE>"`
+    /// creates binders of it: the registration path without linkme (a
+    /// binder crate's `register_binder!` is the other). It takes precedence
+    /// over a linked registration of the same type.
+    pub fn binder_type<P: BinderProvider>(mut self) -> Self {
+        self.binder_types.push(BinderFactory::of::<P>());
         self
     }
 
@@ -213,10 +224,17 @@ impl AppBuilder {
             .iter()
             .map(|(n, b)| (n.clone(), b.binder_type()))
             .collect();
+        let factories: Arc<[BinderFactory]> = self
+            .binder_types
+            .iter()
+            .chain(binder_factories())
+            .copied()
+            .collect();
         let catalog = Catalog {
             functions: &kinds,
-            factories: binder_factories(),
+            factories: &factories,
             provided_binders: &provided,
+            known_types: &crate::KNOWN_BINDER_TYPES,
         };
         let wiring = config::validate(&raw, problems, catalog)?;
         Ok(App {
@@ -224,6 +242,7 @@ impl AppBuilder {
             functions: self.functions,
             context: self.context,
             binders: self.binders,
+            factories,
             mode,
         })
     }
@@ -268,6 +287,7 @@ pub struct App {
     functions: FunctionRegistry,
     context: Context,
     binders: BTreeMap<String, Arc<dyn Binder>>,
+    factories: Arc<[BinderFactory]>,
     mode: Mode,
 }
 
@@ -295,7 +315,13 @@ impl App {
             warn!("{warning}");
         }
         let shutdown_timeout = self.wiring.app.shutdown_timeout;
-        let runtime = Runtime::start(self.wiring, &self.functions, &self.binders, self.context)?;
+        let runtime = Runtime::start(
+            self.wiring,
+            &self.functions,
+            &self.binders,
+            &self.factories,
+            self.context,
+        )?;
         Ok(RunningApp {
             runtime,
             requested: CancellationToken::new(),
@@ -312,7 +338,7 @@ impl App {
     /// Like [`run`](Self::run), but also stops when `stop` completes.
     pub async fn run_until(self, stop: impl Future<Output = ()>) -> Result<()> {
         if let Mode::Redrive { binding, limit } = &self.mode {
-            let binders = Binders::create(&self.wiring, &self.binders)?;
+            let binders = Binders::create(&self.wiring, &self.binders, &self.factories)?;
             let moved = redrive::run(&self.wiring, &binders, binding, *limit).await;
             binders.shutdown().await;
             println!("redrive: moved {} dead letter(s) of `{binding}`", moved?);

@@ -71,7 +71,7 @@ pub use bindery_core::function::{
 };
 pub use bindery_core::{
     BinderError, BinderErrorKind, Codec, DeliveryInfo, Error, FunctionError, Headers, Message,
-    Result, binder, codec, error, message, policy, routing,
+    Result, binder, codec, error, message, policy, registry, routing,
 };
 pub use bindery_macros::function;
 pub use runtime::stats::{BindingStats, Stats};
@@ -102,6 +102,15 @@ pub mod __private {
     pub use bindery_core::__private::*;
     pub use bindery_core::function::FunctionRegistry;
 }
+
+/// The first-party binder types, each with the feature of this crate that
+/// links it: validation names the feature when a configuration asks for a
+/// type the program was built without.
+pub(crate) const KNOWN_BINDER_TYPES: [(&str, &str); 3] = [
+    ("memory", "memory"),
+    ("rabbitmq", "rabbitmq"),
+    ("kafka", "kafka"),
+];
 
 /// Keeps every enabled binder crate linked, so its registration survives
 /// (linkme #31: the linker drops crates nothing references).

@@ -9,15 +9,15 @@
 //! or `BINDINGS` addresses the `[bindery]` table. Segments are matched
 //! against keys already present by comparing their letters and digits only,
 //! so `ENRICH_AUDIT_IN_0` finds the binding `enrich|audit-in-0`. New keys
-//! under a `properties` table take `.` for `_` (librdkafka names).
+//! under a `properties` table take `.` for `_` (client property names such as `compression.type`).
 //!
 //! | variable | key |
 //! |---|---|
 //! | `BINDERY_DEFINITION` | `bindery.definition` |
 //! | `BINDERY_DEFAULT_BINDER` | `bindery.default-binder` |
 //! | `BINDERY_POLLER__FIXED_DELAY` | `bindery.poller.fixed-delay` |
-//! | `BINDERY_BINDERS__RABBIT__URI` | `binders.rabbit.uri` |
-//! | `BINDERY_BINDERS__KAFKA__PROPERTIES__COMPRESSION_TYPE` | `binders.kafka.properties."compression.type"` |
+//! | `BINDERY_BINDERS__BROKER__URI` | `binders.broker.uri` |
+//! | `BINDERY_BINDERS__EVENTS__PROPERTIES__COMPRESSION_TYPE` | `binders.events.properties."compression.type"` |
 //! | `BINDERY_BINDINGS__ENRICH_IN_0__CONSUMER__MAX_ATTEMPTS` | `bindings.enrich-in-0.consumer.max-attempts` |
 //!
 //! Values are read as JSON when they parse as a number, boolean or array
@@ -384,7 +384,7 @@ mod tests {
             r#"
             [bindings."enrich|audit-in-0"]
             destination = "orders"
-            [binders.kafka.properties]
+            [binders.events.properties]
             "compression.type" = "lz4"
             "#,
         );
@@ -394,11 +394,11 @@ mod tests {
                 "5",
             ),
             (
-                "BINDERY_BINDERS__KAFKA__PROPERTIES__COMPRESSION_TYPE",
+                "BINDERY_BINDERS__EVENTS__PROPERTIES__COMPRESSION_TYPE",
                 "zstd",
             ),
-            ("BINDERY_BINDERS__KAFKA__PROPERTIES__LINGER_MS", "5"),
-            ("BINDERY_DEFAULT_BINDER", "kafka"),
+            ("BINDERY_BINDERS__EVENTS__PROPERTIES__LINGER_MS", "5"),
+            ("BINDERY_DEFAULT_BINDER", "events"),
             ("BINDERY_POLLER__FIXED_DELAY", "5s"),
             ("BINDERY_CONFIG", "ignored.toml"),
         ]);
@@ -410,11 +410,11 @@ mod tests {
             5
         );
         assert_eq!(
-            tree["binders"]["kafka"]["properties"]["compression.type"],
+            tree["binders"]["events"]["properties"]["compression.type"],
             "zstd"
         );
-        assert_eq!(tree["binders"]["kafka"]["properties"]["linger.ms"], 5);
-        assert_eq!(tree["bindery"]["default-binder"], "kafka");
+        assert_eq!(tree["binders"]["events"]["properties"]["linger.ms"], 5);
+        assert_eq!(tree["bindery"]["default-binder"], "events");
         assert_eq!(tree["bindery"]["poller"]["fixed-delay"], "5s");
         assert_eq!(
             raw.origin_of("bindings.enrich|audit-in-0.consumer.max-attempts"),
@@ -425,10 +425,10 @@ mod tests {
     #[test]
     fn substitution_reports_missing_variables_with_their_path() {
         let source =
-            text("[binders.rabbit]\ntype = \"rabbitmq\"\nuri = \"amqp://guest:${NOPE}@h\"\n");
+            text("[binders.broker]\ntype = \"queue\"\nuri = \"amqp://guest:${NOPE}@h\"\n");
         let (_, problems) = load(&source, &[]).unwrap();
         assert_eq!(problems.len(), 1);
-        assert_eq!(problems[0].path, "binders.rabbit.uri");
+        assert_eq!(problems[0].path, "binders.broker.uri");
         assert!(problems[0].to_string().contains("`NOPE` is not set"));
     }
 

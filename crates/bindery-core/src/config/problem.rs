@@ -111,7 +111,7 @@ mod tests {
     fn suggests_close_names_only() {
         let fields = ["max-attempts", "prefetch", "concurrency"];
         assert_eq!(did_you_mean("max-attemps", fields), Some("max-attempts"));
-        assert_eq!(did_you_mean("kafak", ["rabbit", "kafka"]), Some("kafka"));
+        assert_eq!(did_you_mean("memroy", ["queue", "memory"]), Some("memory"));
         assert_eq!(did_you_mean("zzz", fields), None);
     }
 }

@@ -11,11 +11,11 @@ use super::model::{AppSettings, BindingSettings, ConsumerSettings, ProducerSetti
 use super::problem::{Problem, Problems, did_you_mean, suggestion};
 use super::section::{join, kind, read_section, unknown_key};
 use super::wiring::{BinderPlan, FunctionPlan, InputPlan, OutputPlan, Wiring};
-use crate::binder::{ConsumerSpec, ProducerSpec};
+use crate::binder::{BindingOptions, ConsumerSpec, ProducerSpec};
 use crate::codec::Codec;
 use crate::function::FunctionKind;
 use crate::policy::RetryPolicy;
-use crate::registry::{BinderFactory, KNOWN_BINDER_TYPES};
+use crate::registry::BinderFactory;
 use crate::template::KeyTemplate;
 
 const TOP_LEVEL_KEYS: [&str; 3] = ["bindery", "binders", "bindings"];
@@ -30,6 +30,10 @@ pub struct Catalog<'a> {
     pub factories: &'a [BinderFactory],
     /// Binder instances the program supplies, by name, with their type.
     pub provided_binders: &'a BTreeMap<String, &'static str>,
+    /// Binder types the program could be built with, each with what links
+    /// it (a feature of the facade), for hints about unlinked types and to
+    /// recognise their option sections.
+    pub known_types: &'a [(&'static str, &'static str)],
 }
 
 impl Catalog<'_> {
@@ -248,7 +252,7 @@ fn check_binders(
             None => match provided {
                 Some(t) => t.to_owned(),
                 None => {
-                    let known: Vec<&str> = KNOWN_BINDER_TYPES.iter().map(|(t, _)| *t).collect();
+                    let known: Vec<&str> = catalog.known_types.iter().map(|(t, _)| *t).collect();
                     problems.push(
                         Problem::new(
                             join(&path, "type"),
@@ -323,7 +327,7 @@ fn check_binders(
 }
 
 fn unlinked_type(path: &str, name: &str, binder_type: &str, catalog: &Catalog<'_>) -> Problem {
-    if let Some((_, feature)) = KNOWN_BINDER_TYPES.iter().find(|(t, _)| *t == binder_type) {
+    if let Some((_, feature)) = catalog.known_types.iter().find(|(t, _)| *t == binder_type) {
         return Problem::new(
             path,
             format!(
@@ -336,7 +340,7 @@ fn unlinked_type(path: &str, name: &str, binder_type: &str, catalog: &Catalog<'_
     }
     let linked = catalog.linked_types();
     let hint =
-        suggestion(binder_type, KNOWN_BINDER_TYPES.iter().map(|(t, _)| *t)).unwrap_or_else(|| {
+        suggestion(binder_type, catalog.known_types.iter().map(|(t, _)| *t)).unwrap_or_else(|| {
             format!(
                 "linked types: {}",
                 linked.iter().copied().collect::<Vec<_>>().join(", ")
@@ -539,7 +543,7 @@ struct Common {
     binder_type: String,
     binder_settings: Value,
     destination: String,
-    options: Value,
+    options: BindingOptions,
 }
 
 impl BindingContext<'_, '_> {
@@ -554,7 +558,9 @@ impl BindingContext<'_, '_> {
         let mut table = table.cloned().unwrap_or_default();
         // Sections named after a binder type hold that binder's options.
         let mut sections = BTreeMap::new();
-        let type_names: BTreeSet<&str> = KNOWN_BINDER_TYPES
+        let type_names: BTreeSet<&str> = self
+            .catalog
+            .known_types
             .iter()
             .map(|(t, _)| *t)
             .chain(self.catalog.linked_types())
@@ -631,18 +637,26 @@ impl BindingContext<'_, '_> {
             ));
             return None;
         };
-        for (type_name, section) in &sections {
-            let section_path = join(&path, type_name);
-            match self.catalog.factory(type_name) {
-                Some(factory) => (factory.check_binding_options)(section, &section_path, self.problems),
-                None if *type_name == plan.binder_type => {}
+        let mut options = BindingOptions::none();
+        for (type_name, section) in sections {
+            let section_path = join(&path, &type_name);
+            let mine = type_name == plan.binder_type;
+            match self.catalog.factory(&type_name) {
+                Some(factory) => {
+                    let parsed = (factory.check_binding_options)(&section, &section_path, self.problems);
+                    if let (true, Some(parsed)) = (mine, parsed) {
+                        options = parsed;
+                    }
+                }
+                // A binder the program supplies, of a type without a
+                // factory, reads its section as it is.
+                None if mine => options = BindingOptions::new(section),
                 None => self.warnings.push(Problem::new(
                     section_path,
                     format!("options for binder type `{type_name}` are not checked: this program was built without it"),
                 )),
             }
         }
-        let options = sections.remove(&plan.binder_type).unwrap_or(Value::Null);
         let destination = settings
             .destination
             .clone()
@@ -804,16 +818,16 @@ impl BindingContext<'_, '_> {
                 "partition-count must be at least 1",
             ));
         }
-        let binder_type = self
-            .binders
-            .get(&common.binder)
-            .map(|b| b.binder_type.as_str());
-        if producer.partition_count.is_some() && binder_type != Some("kafka") {
+        let partitioned = self
+            .catalog
+            .factory(&common.binder_type)
+            .map(|factory| factory.capabilities.partitions);
+        if producer.partition_count.is_some() && partitioned == Some(false) {
             self.warnings.push(Problem::new(
                 join(&producer_path, "partition-count"),
                 format!(
-                    "partition-count only sizes Kafka topics; binder `{}` ignores it",
-                    common.binder
+                    "partition-count sizes partitioned destinations; binder `{}` (type `{}`) has no partitions and ignores it",
+                    common.binder, common.binder_type
                 ),
             ));
         }

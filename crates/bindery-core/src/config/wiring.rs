@@ -227,8 +227,8 @@ mod tests {
     #[test]
     fn a18_a_binder_plan_never_shows_its_setting_values() {
         let plan = BinderPlan {
-            name: "rabbit".into(),
-            binder_type: "rabbitmq".into(),
+            name: "broker".into(),
+            binder_type: "queue".into(),
             settings: serde_json::json!({
                 "uri": "amqp://guest:s3cr3t@127.0.0.1:5672/%2f",
                 "properties": { "sasl.password": "hunter2" },

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use bindery::binder::BinderExt;
 use bindery::binder::{Binder, Consumer, ProducerSpec};
 use bindery::message::names;
 use bindery::{App, Message, RunningApp, State};
@@ -99,7 +100,7 @@ async fn panicking_function_with<H: BinderHarness>(harness: &H, concurrency: usi
     )
     .await;
     let producer = binder
-        .bind_producer(&ProducerSpec::new("c21-out", &destination))
+        .producer(&ProducerSpec::new("c21-out", &destination))
         .await
         .expect("bind producer");
     let before: Vec<String> = (0..10).map(|i| format!("m-{i}")).collect();
@@ -131,7 +132,7 @@ async fn panicking_function_with<H: BinderHarness>(harness: &H, concurrency: usi
         .consumer
         .clone();
     let mut dead_letters = binder
-        .bind_dead_letter_consumer(&spec)
+        .dead_letter_consumer(&spec)
         .await
         .expect("bind the dead-letter consumer");
     let delivery = recv(
@@ -272,7 +273,7 @@ pub async fn stream_tail_failure_not_acked<H: BinderHarness>(harness: &H) {
     )
     .await;
     let lines_consumer = inner
-        .bind_consumer(&super::consumer_spec("c22-lines", &output, Some("lines")).prefetch(64))
+        .consumer(&super::consumer_spec("c22-lines", &output, Some("lines")).prefetch(64))
         .await
         .expect("bind the output consumer");
     let spec = running
@@ -282,7 +283,7 @@ pub async fn stream_tail_failure_not_acked<H: BinderHarness>(harness: &H) {
         .consumer
         .clone();
     let dead_consumer = inner
-        .bind_dead_letter_consumer(&spec)
+        .dead_letter_consumer(&spec)
         .await
         .expect("bind the dead-letter consumer");
     let lines = Arc::new(Mutex::new(Vec::new()));
@@ -292,7 +293,7 @@ pub async fn stream_tail_failure_not_acked<H: BinderHarness>(harness: &H) {
         collect_payloads(dead_consumer, &dead),
     ];
     let producer = inner
-        .bind_producer(&ProducerSpec::new("c22-in", &input))
+        .producer(&ProducerSpec::new("c22-in", &input))
         .await
         .expect("bind producer");
     send(producer.as_ref(), text("order-1")).await;

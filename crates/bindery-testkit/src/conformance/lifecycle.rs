@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use bindery::binder::BinderExt;
 use bindery::binder::{Confirmation, Consumer, ProducerSpec};
 use parking_lot::Mutex;
 
@@ -73,7 +74,7 @@ pub async fn publisher_closed_during_bulk_publish<H: BinderHarness>(harness: &H)
 
     // The binder is not final after a shutdown: binding again reconnects.
     let mut consumer = binder
-        .bind_consumer(&consumer_spec("c17", &destination, Some("g")).prefetch(500))
+        .consumer(&consumer_spec("c17", &destination, Some("g")).prefetch(500))
         .await
         .expect("bind a consumer after the shutdown");
     let mut received: BTreeMap<usize, usize> = BTreeMap::new();
@@ -128,7 +129,7 @@ pub async fn many_subscribers_at_once<H: BinderHarness>(harness: &H) {
     let binder = harness.binder().await;
     let destination = unique_name("c18");
     let producer = binder
-        .bind_producer(
+        .producer(
             &ProducerSpec::new("c18-out", &destination)
                 .required_groups([case_group(&destination, "g")])
                 .partition_count(CONSUMERS),
@@ -140,7 +141,7 @@ pub async fn many_subscribers_at_once<H: BinderHarness>(harness: &H) {
         .map(|_| {
             let binder = binder.clone();
             let spec = spec.clone();
-            tokio::spawn(async move { binder.bind_consumer(&spec).await })
+            tokio::spawn(async move { binder.consumer(&spec).await })
         })
         .collect();
     let mut consumers = Vec::with_capacity(CONSUMERS);
@@ -241,7 +242,7 @@ pub async fn consumer_reopened_mid_stream<H: BinderHarness>(harness: &H) {
     let binder = harness.binder().await;
     let (destination, producer) = destination_with_groups(&binder, "c19", &["g"]).await;
     let spec = consumer_spec("c19", &destination, Some("g")).prefetch(100);
-    let mut first = binder.bind_consumer(&spec).await.expect("bind consumer");
+    let mut first = binder.consumer(&spec).await.expect("bind consumer");
     let publishing = tokio::spawn(async move {
         let mut confirmations = Vec::with_capacity(COUNT);
         for i in 0..COUNT {
@@ -274,7 +275,7 @@ pub async fn consumer_reopened_mid_stream<H: BinderHarness>(harness: &H) {
     drop(held);
     drop(first);
 
-    let mut second = binder.bind_consumer(&spec).await.expect("bind again");
+    let mut second = binder.consumer(&spec).await.expect("bind again");
     while acked.len() < COUNT {
         let delivery = recv(
             second.as_mut(),
@@ -307,7 +308,7 @@ pub async fn repeated_nacks_redeliver<H: BinderHarness>(harness: &H) {
     let binder = harness.binder().await;
     let (destination, producer) = destination_with_groups(&binder, "c20", &["g"]).await;
     let spec = consumer_spec("c20", &destination, Some("g"));
-    let mut consumer = binder.bind_consumer(&spec).await.expect("bind consumer");
+    let mut consumer = binder.consumer(&spec).await.expect("bind consumer");
     let mut confirmations = Vec::with_capacity(COUNT);
     for i in 0..COUNT {
         confirmations.push(producer.send(numbered(i)).await.expect("send"));
@@ -364,7 +365,7 @@ pub async fn repeated_nacks_redeliver<H: BinderHarness>(harness: &H) {
         );
     }
     drop(consumer);
-    let mut again = binder.bind_consumer(&spec).await.expect("bind again");
+    let mut again = binder.consumer(&spec).await.expect("bind again");
     let left = recv_none(again.as_mut(), harness.quiet_period()).await;
     assert!(
         left.is_none(),

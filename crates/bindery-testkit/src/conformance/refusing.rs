@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bindery::binder::{
-    Binder, Capabilities, Confirmation, Consumer, ConsumerSpec, Health, Producer, ProducerSpec,
+    Binder, Capabilities, Confirmation, ConsumeFrom, Consumer, GroupBinding, Health, Producer,
+    PublishTo,
 };
 use bindery::{BinderError, BinderErrorKind, Message};
 
@@ -60,12 +61,16 @@ impl Binder for RefusingBinder {
         self.inner.capabilities()
     }
 
-    async fn bind_consumer(&self, spec: &ConsumerSpec) -> Result<Box<dyn Consumer>, BinderError> {
-        self.inner.bind_consumer(spec).await
+    async fn bind_consumer(&self, from: ConsumeFrom<'_>) -> Result<Box<dyn Consumer>, BinderError> {
+        self.inner.bind_consumer(from).await
     }
 
-    async fn bind_producer(&self, spec: &ProducerSpec) -> Result<Arc<dyn Producer>, BinderError> {
-        let inner = self.inner.bind_producer(spec).await?;
+    /// Only destination producers refuse; dead letters and redrive pass.
+    async fn bind_producer(&self, to: PublishTo<'_>) -> Result<Arc<dyn Producer>, BinderError> {
+        let inner = self.inner.bind_producer(to).await?;
+        if !matches!(to, PublishTo::Destination(_)) {
+            return Ok(inner);
+        }
         Ok(Arc::new(RefusingProducer {
             inner,
             refusals_left: self.refusals_left.clone(),
@@ -73,29 +78,8 @@ impl Binder for RefusingBinder {
         }))
     }
 
-    fn dead_letter_destination(&self, spec: &ConsumerSpec) -> String {
-        self.inner.dead_letter_destination(spec)
-    }
-
-    async fn bind_dead_letter_producer(
-        &self,
-        spec: &ConsumerSpec,
-    ) -> Result<Arc<dyn Producer>, BinderError> {
-        self.inner.bind_dead_letter_producer(spec).await
-    }
-
-    async fn bind_dead_letter_consumer(
-        &self,
-        spec: &ConsumerSpec,
-    ) -> Result<Box<dyn Consumer>, BinderError> {
-        self.inner.bind_dead_letter_consumer(spec).await
-    }
-
-    async fn bind_redrive_producer(
-        &self,
-        spec: &ConsumerSpec,
-    ) -> Result<Arc<dyn Producer>, BinderError> {
-        self.inner.bind_redrive_producer(spec).await
+    fn dead_letter_name(&self, of: GroupBinding<'_>) -> String {
+        self.inner.dead_letter_name(of)
     }
 
     fn health(&self) -> Health {

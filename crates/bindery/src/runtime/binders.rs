@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bindery_core::binder::{Binder, Health};
 use bindery_core::config::Wiring;
 use bindery_core::error::{BinderError, BinderErrorKind, Error};
-use bindery_core::registry::binder_factories;
+use bindery_core::registry::BinderFactory;
 
 /// Binders by the name they have in `[binders.NAME]`.
 #[derive(Debug, Default)]
@@ -16,17 +16,19 @@ pub(crate) struct Binders {
 
 impl Binders {
     /// Creates every binder of `wiring`, using `provided` instances where
-    /// the program supplied them. Nothing connects yet.
+    /// the program supplied them and the first of `factories` of its type
+    /// otherwise. Nothing connects yet.
     pub(crate) fn create(
         wiring: &Wiring,
         provided: &BTreeMap<String, Arc<dyn Binder>>,
+        factories: &[BinderFactory],
     ) -> Result<Self, Error> {
         let mut by_name = BTreeMap::new();
         for plan in &wiring.binders {
             let binder = match provided.get(&plan.name) {
                 Some(binder) => binder.clone(),
                 None => {
-                    let factory = binder_factories()
+                    let factory = factories
                         .iter()
                         .find(|f| f.binder_type == plan.binder_type)
                         .ok_or_else(|| {

@@ -14,7 +14,7 @@ use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use bindery_core::binder::{Acknowledger, Binder, Consumer, Delivery};
+use bindery_core::binder::{Acknowledger, Binder, BinderExt, Consumer, Delivery};
 use bindery_core::config::InputPlan;
 use bindery_core::error::Error;
 use bindery_core::message::Message;
@@ -367,5 +367,5 @@ pub(crate) async fn bind_consumer(
         "binding `{}` (destination `{}`)",
         binding.plan.binding, spec.destination
     );
-    super::bind::with_retry(&what, &binding.shutdown, || binder.bind_consumer(spec)).await
+    super::bind::with_retry(&what, &binding.shutdown, || binder.consumer(spec)).await
 }

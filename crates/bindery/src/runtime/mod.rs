@@ -16,11 +16,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bindery_core::binder::{Binder, Health};
+use bindery_core::binder::{Binder, BinderExt, GroupBinding, Health};
 use bindery_core::codec::Codec;
 use bindery_core::config::{FunctionPlan, OutputPlan, Wiring};
 use bindery_core::error::Error;
 use bindery_core::function::{Composed, Context, Function, FunctionRegistry, Sender};
+use bindery_core::registry::BinderFactory;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -76,9 +77,10 @@ impl Runtime {
         wiring: Arc<Wiring>,
         functions: &FunctionRegistry,
         provided: &BTreeMap<String, Arc<dyn Binder>>,
+        factories: &[BinderFactory],
         mut context: Context,
     ) -> Result<Self, Error> {
-        let binders = Arc::new(Binders::create(&wiring, provided)?);
+        let binders = Arc::new(Binders::create(&wiring, provided, factories)?);
         let stats = Arc::new(Registry::default());
         let shutdown = CancellationToken::new();
         let sender_closed = CancellationToken::new();
@@ -243,7 +245,7 @@ async fn bind_output(plan: &OutputPlan, shared: &Shared) -> Result<Option<Arc<Ou
         plan.binding, plan.producer.destination
     );
     let producer = bind::with_retry(&what, &shared.shutdown, || {
-        binder.bind_producer(&plan.producer)
+        binder.producer(&plan.producer)
     })
     .await?;
     Ok(producer.map(|producer| {
@@ -270,14 +272,18 @@ async fn run_input(
         None => None,
     };
     let spec = &input.consumer;
-    let dead_letter_destination = binder.dead_letter_destination(spec);
+    // Validation gave every dead-lettering binding a group.
+    let dead_letter_destination = match GroupBinding::of(spec) {
+        Ok(group) => binder.dead_letter_name(group),
+        Err(_) => String::new(),
+    };
     let dead_letter_producer = if spec.dead_letter {
         let what = format!(
             "dead-letter destination `{dead_letter_destination}` of `{}`",
             input.binding
         );
         match bind::with_retry(&what, &shared.shutdown, || {
-            binder.bind_dead_letter_producer(spec)
+            binder.dead_letter_producer(spec)
         })
         .await?
         {

@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use bindery_core::binder::{ConsumeFrom, GroupBinding, PublishTo};
 use bindery_core::config::Wiring;
 use bindery_core::error::Error;
 use bindery_core::policy::redrive;
@@ -43,15 +44,15 @@ pub(crate) async fn run(
         )));
     };
     let spec = &input.consumer;
-    if spec.group.is_none() {
+    let Ok(group) = GroupBinding::of(spec) else {
         return Err(Error::Usage(format!(
             "binding `{name}` has no group, so it has no dead-letter destination"
         )));
-    }
+    };
     let binder = binders.get(&input.binder)?;
-    let source = binder.dead_letter_destination(spec);
-    let mut dead_letters = binder.bind_dead_letter_consumer(spec).await?;
-    let producer = binder.bind_redrive_producer(spec).await?;
+    let source = binder.dead_letter_name(group);
+    let mut dead_letters = binder.bind_consumer(ConsumeFrom::DeadLetters(group)).await?;
+    let producer = binder.bind_producer(PublishTo::Group(group)).await?;
     let run = run_id();
     let mut moved = 0;
     let mut wait = FIRST_WAIT;

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use bindery_core::binder::BinderExt;
 use bindery_core::codec::Codec;
 use bindery_core::config::Wiring;
 use bindery_core::error::{BinderError, BinderErrorKind};
@@ -105,7 +106,7 @@ impl DynamicSender {
                 ))
             })?;
             let binder = self.binders.get(&plan.binder)?;
-            let producer = binder.bind_producer(&plan.producer).await?;
+            let producer = binder.producer(&plan.producer).await?;
             Ok(Arc::new(Output::new(
                 plan,
                 producer,
