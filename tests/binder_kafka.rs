@@ -570,10 +570,7 @@ async fn out_of_order_acks_commit_only_the_contiguous_prefix() {
     drop(second);
 
     send_all(producer.as_ref(), [numbered(5)]).await;
-    let mut third = binder
-        .consumer(&spec)
-        .await
-        .expect("bind a third time");
+    let mut third = binder.consumer(&spec).await.expect("bind a third time");
     let next = recv(third.as_mut(), "third pass").await;
     assert_eq!(number_of(&next), 5, "everything before was committed");
     next.ack().await.expect("ack");
@@ -1140,10 +1137,7 @@ mod audit {
             .await
             .expect("bind producer");
         let spec = ConsumerSpec::new("in", &topic).group(&group).prefetch(1);
-        let mut slow = binder
-            .consumer(&spec)
-            .await
-            .expect("bind the slow member");
+        let mut slow = binder.consumer(&spec).await.expect("bind the slow member");
         send_all(producer.as_ref(), (0..8).map(numbered)).await;
         let held = recv(slow.as_mut(), "a record to hold").await;
         tokio::time::sleep(Duration::from_secs(2)).await;

@@ -806,10 +806,7 @@ async fn binding_options_shape_the_declarations() {
         .group(&group)
         .dead_letter(true)
         .options(options.clone());
-    let mut consumer = binder
-        .consumer(&spec)
-        .await
-        .expect("bind with options");
+    let mut consumer = binder.consumer(&spec).await.expect("bind with options");
     let exchange = management(&format!("exchanges/%2f/{}", encode(&destination)));
     assert_eq!(exchange["type"], "direct");
     let queue = management(&format!("queues/%2f/{}", encode(&group)));
@@ -836,7 +833,9 @@ async fn binding_options_shape_the_declarations() {
     // durable-subscription = false: a non-durable, auto-deleted group queue.
     let transient = ConsumerSpec::new("t", &destination)
         .group("transient")
-        .options(rabbit_options(serde_json::json!({ "exchange-type": "direct", "durable-subscription": false })));
+        .options(rabbit_options(
+            serde_json::json!({ "exchange-type": "direct", "durable-subscription": false }),
+        ));
     let held = binder.consumer(&transient).await.unwrap();
     let queue = management(&format!(
         "queues/%2f/{}",
@@ -970,10 +969,7 @@ async fn the_password_never_shows() {
         "r",
         RabbitSettings::new(format!("amqp://guest:{SECRET}@127.0.0.1:1/%2f")),
     );
-    let Err(error) = unreachable
-        .producer(&ProducerSpec::new("p", "d"))
-        .await
-    else {
+    let Err(error) = unreachable.producer(&ProducerSpec::new("p", "d")).await else {
         panic!("bound with nothing listening");
     };
     assert!(
@@ -1457,7 +1453,9 @@ async fn a02_broker_dead_lettering_is_reported_and_a_deleted_dlq_comes_back() {
         .consumer(
             &ConsumerSpec::new("plain", &destination)
                 .group("plain")
-                .options(rabbit_options(serde_json::json!({ "auto-bind-dlq": false }))),
+                .options(rabbit_options(
+                    serde_json::json!({ "auto-bind-dlq": false }),
+                )),
         )
         .await
         .unwrap();

@@ -145,7 +145,12 @@ async fn a_binder_type_registered_without_linkme_runs_with_its_typed_options() {
         .build()
         .expect("valid configuration");
     // The type declares partitions, so partition-count draws no warning.
-    let warnings: Vec<String> = app.wiring().warnings.iter().map(ToString::to_string).collect();
+    let warnings: Vec<String> = app
+        .wiring()
+        .warnings
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     assert!(
         !warnings.iter().any(|w| w.contains("partition-count")),
         "{warnings:?}"
@@ -160,7 +165,10 @@ async fn a_binder_type_registered_without_linkme_runs_with_its_typed_options() {
         .consumer(&ConsumerSpec::new("reader", "loud").group("reader"))
         .await
         .unwrap();
-    let words = client.producer(&ProducerSpec::new("writer", "words")).await.unwrap();
+    let words = client
+        .producer(&ProducerSpec::new("writer", "words"))
+        .await
+        .unwrap();
     words
         .send(Message::new(Bytes::from_static(b"hello")).with_header("contentType", "text/plain"))
         .await
@@ -218,7 +226,12 @@ fn partition_count_on_a_binder_without_partitions_warns_by_capability() {
     let config = CONFIG.replace("type = \"lanes\"", "type = \"memory\"");
     let config = config.replace("[bindings.shout-in-0.lanes]\n    lane-count = 3\n", "");
     let app = app(&config).build().expect("valid configuration");
-    let warnings: Vec<String> = app.wiring().warnings.iter().map(ToString::to_string).collect();
+    let warnings: Vec<String> = app
+        .wiring()
+        .warnings
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     assert!(
         warnings
             .iter()

@@ -3,10 +3,10 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
+use bindery_core::binder::kit::anonymous_name;
 use bindery_core::binder::{
     Binder, Capabilities, ConsumeFrom, Consumer, ConsumerSpec, GroupBinding, Health, Producer,
     ProducerSpec, PublishTo,
@@ -227,7 +227,7 @@ impl KafkaBinder {
         let (membership, default_start) = match &spec.group {
             Some(group) => (Membership::Group(group.clone()), StartOffset::Earliest),
             None => (
-                Membership::Anonymous(anonymous_group()),
+                Membership::Anonymous(anonymous_name("anonymous")),
                 StartOffset::Latest,
             ),
         };
@@ -263,7 +263,10 @@ impl KafkaBinder {
     /// Provisions the topic. `required-groups` need nothing more on Kafka: a
     /// group starts at `earliest` by default, so it receives what was sent
     /// before it first bound.
-    async fn publish_to_topic(&self, spec: &ProducerSpec) -> Result<Arc<dyn Producer>, BinderError> {
+    async fn publish_to_topic(
+        &self,
+        spec: &ProducerSpec,
+    ) -> Result<Arc<dyn Producer>, BinderError> {
         let options: KafkaBindingOptions = spec.options.get()?;
         if !spec.required_groups.is_empty() {
             debug!(
@@ -346,17 +349,6 @@ impl Binder for KafkaBinder {
     }
 }
 
-/// A group id no other subscription uses: `anonymous.<hex>`.
-fn anonymous_group() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("anonymous.{:x}{:x}{n:x}", std::process::id(), nanos)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -407,7 +399,5 @@ mod tests {
             KafkaBinder::dead_letter_reader_group("error.orders.billing"),
             "error.orders.billing.reader"
         );
-        assert!(anonymous_group().starts_with("anonymous."));
-        assert_ne!(anonymous_group(), anonymous_group());
     }
 }

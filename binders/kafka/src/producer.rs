@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bindery_core::binder::kit::Pauses;
 use bindery_core::binder::{Confirmation, Producer};
 use bindery_core::error::BinderError;
 use bindery_core::message::Message;
@@ -230,15 +231,14 @@ impl Producer for KafkaProducer {
                 record = record.partition(spring_partition(key, count));
             }
         }
-        let mut pause = Duration::from_millis(1);
+        let mut pauses = Pauses::doubling(Duration::from_millis(1), LONGEST_QUEUE_WAIT);
         let delivery = loop {
             match client.producer().send_result(record) {
                 Ok(delivery) => break delivery,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
                     // Back-pressure: delivery reports free room soon.
                     record = returned;
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(LONGEST_QUEUE_WAIT);
+                    tokio::time::sleep(pauses.next_pause()).await;
                 }
                 Err((source, _)) => {
                     self.shared.recover(&client, &source);

@@ -142,16 +142,22 @@ impl MemoryBinder {
         match &spec.group {
             Some(group) => {
                 let name = self.group_queue(&spec.destination, group);
-                let queue =
-                    self.broker
-                        .declare_queue(&spec.destination, &name, &spec.routing_keys, capacity);
+                let queue = self.broker.declare_queue(
+                    &spec.destination,
+                    &name,
+                    &spec.routing_keys,
+                    capacity,
+                );
                 MemoryConsumer::new(queue, spec.prefetch, None)
             }
             None => {
                 let name = self.broker.anonymous_name();
-                let queue =
-                    self.broker
-                        .declare_queue(&spec.destination, &name, &spec.routing_keys, capacity);
+                let queue = self.broker.declare_queue(
+                    &spec.destination,
+                    &name,
+                    &spec.routing_keys,
+                    capacity,
+                );
                 MemoryConsumer::new(queue, spec.prefetch, Some(self.broker.clone()))
             }
         }

@@ -165,7 +165,10 @@ async fn dead_letter_queues_are_unbounded() {
     for n in 0..50 {
         dead_letters.send(message(n)).await.unwrap().await.unwrap();
     }
-    assert_eq!(binder.dead_letter_destination(&spec).unwrap(), "orders.g.dlq");
+    assert_eq!(
+        binder.dead_letter_destination(&spec).unwrap(),
+        "orders.g.dlq"
+    );
     assert_eq!(binder.broker().queue_depth("orders.g.dlq"), Some(50));
 }
 

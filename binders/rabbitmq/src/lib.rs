@@ -434,9 +434,13 @@ mod tests {
         let name = |spec: &ConsumerSpec| binder.dead_letter_destination(spec).unwrap();
         assert_eq!(name(&spec), "orders.billing.dlq");
         let options = |json| BindingOptions::parse::<RabbitBindingOptions>(json).unwrap();
-        let spec = spec.options(options(serde_json::json!({ "queue-name-group-only": true })));
+        let spec = spec.options(options(
+            serde_json::json!({ "queue-name-group-only": true }),
+        ));
         assert_eq!(name(&spec), "billing.dlq");
-        let spec = spec.options(options(serde_json::json!({ "dead-letter-queue-name": "parking" })));
+        let spec = spec.options(options(
+            serde_json::json!({ "dead-letter-queue-name": "parking" }),
+        ));
         assert_eq!(name(&spec), "parking");
         assert_eq!(binder.capabilities(), Capabilities::all());
         assert!(binder.health().is_up(), "not connected yet is not down");

@@ -23,9 +23,7 @@
 //! after a broker restart or a deleted queue, a binding finds its topology
 //! again.
 
-use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
-
+use bindery_core::binder::kit::anonymous_name;
 use bindery_core::binder::{ConsumerSpec, ProducerSpec};
 use bindery_core::routing::RoutingPattern;
 use lapin::Channel;
@@ -60,19 +58,7 @@ pub fn dead_letter_queue_name(queue: &str, options: &RabbitBindingOptions) -> St
 
 /// A fresh `anonymous.<id>` name, unique across processes.
 pub fn anonymous_queue_name() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    // RandomState is seeded per process; mixing in a counter and the time
-    // makes every name of this process distinct too.
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default(),
-    );
-    hasher.write_u32(std::process::id());
-    format!("anonymous.{:016x}", hasher.finish())
+    anonymous_name("anonymous")
 }
 
 /// An exchange to declare.

@@ -776,22 +776,13 @@ pub async fn routing_keys<H: BinderHarness>(harness: &H) {
     let bind = |group: &str, patterns: &[&str]| {
         consumer_spec("c11", &destination, Some(group)).routing_keys(patterns)
     };
-    let mut items = binder
-        .consumer(&bind("items", &["item.*"]))
-        .await
-        .unwrap();
-    let mut audit = binder
-        .consumer(&bind("audit", &["audit.#"]))
-        .await
-        .unwrap();
+    let mut items = binder.consumer(&bind("items", &["item.*"])).await.unwrap();
+    let mut audit = binder.consumer(&bind("audit", &["audit.#"])).await.unwrap();
     let mut updates = binder
         .consumer(&bind("updates", &["*.update", "item.delete"]))
         .await
         .unwrap();
-    let mut everything = binder
-        .consumer(&bind("everything", &["#"]))
-        .await
-        .unwrap();
+    let mut everything = binder.consumer(&bind("everything", &["#"])).await.unwrap();
     let keys = [
         "item.insert",
         "item.update",

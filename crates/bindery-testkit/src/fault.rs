@@ -550,7 +550,9 @@ impl Binder for FaultyBinder {
                 Bind::DeadLetterProducer,
                 self.site(&self.inner.dead_letter_name(group), true),
             ),
-            PublishTo::Group(group) => (Bind::RedriveProducer, self.site(group.destination(), false)),
+            PublishTo::Group(group) => {
+                (Bind::RedriveProducer, self.site(group.destination(), false))
+            }
         };
         let inner = self.bind(call, &site, self.inner.bind_producer(to)).await?;
         Ok(self.wrap_producer(inner, site))
@@ -794,10 +796,7 @@ mod tests {
             assert_eq!(error.kind(), BinderErrorKind::Connection);
         }
         binder.consumer(&group("a")).await.unwrap();
-        binder
-            .producer(&ProducerSpec::new("p", "a"))
-            .await
-            .unwrap();
+        binder.producer(&ProducerSpec::new("p", "a")).await.unwrap();
         assert_eq!(faults.stats_of("a").binds_failed, 2);
     }
 

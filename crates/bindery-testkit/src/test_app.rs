@@ -233,10 +233,7 @@ impl TestApp {
     /// start; others from the first call.
     pub async fn receive(&mut self, destination: &str) -> Result<Message, TestAppError> {
         if !self.captures.contains_key(destination) {
-            let consumer = self
-                .binder
-                .consumer(&capture_spec(destination))
-                .await?;
+            let consumer = self.binder.consumer(&capture_spec(destination)).await?;
             self.captures.insert(destination.to_owned(), consumer);
         }
         let consumer = self.captures.get_mut(destination).expect("inserted above");
@@ -273,10 +270,7 @@ impl TestApp {
             let input = self.app().wiring().input(binding).ok_or_else(|| {
                 TestAppError::Unknown(format!("`{binding}` is not an input binding"))
             })?;
-            let consumer = self
-                .binder
-                .dead_letter_consumer(&input.consumer)
-                .await?;
+            let consumer = self.binder.dead_letter_consumer(&input.consumer).await?;
             self.dead_letters.insert(binding.to_owned(), consumer);
         }
         let consumer = self.dead_letters.get_mut(binding).expect("inserted above");

@@ -9,7 +9,9 @@ use bindery_core::binder::{Binder, Health};
 use bindery_core::config::{self, Catalog, ConfigSource, Format, Problems, Wiring};
 use bindery_core::error::{Error, Result};
 use bindery_core::function::{Context, FunctionRegistry, Handler, Sender};
-use bindery_core::registry::{BinderFactory, BinderProvider, binder_factories, registered_functions};
+use bindery_core::registry::{
+    BinderFactory, BinderProvider, binder_factories, registered_functions,
+};
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};

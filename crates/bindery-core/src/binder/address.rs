@@ -148,6 +148,9 @@ mod tests {
 
         let grouped = ConsumerSpec::new("audit-in-0", "orders").group("audit");
         let binding = GroupBinding::of(&grouped).unwrap();
-        assert_eq!((binding.destination(), binding.group()), ("orders", "audit"));
+        assert_eq!(
+            (binding.destination(), binding.group()),
+            ("orders", "audit")
+        );
     }
 }

@@ -13,6 +13,9 @@
 //! implements [`Binder::bind_consumer`] and [`Binder::bind_producer`] once
 //! each; callers use the shorthands of [`BinderExt`].
 //!
+//! What every binder needs beyond that — back-off, anonymous names — is in
+//! [`kit`].
+//!
 //! Retry, dead-lettering and concurrency live in the runtime, once for all
 //! binders; a binder only names and provisions its dead-letter destination
 //! and adds its broker-specific dead-letter headers.
@@ -20,6 +23,7 @@
 mod address;
 mod capabilities;
 mod consumer;
+pub mod kit;
 mod options;
 mod producer;
 mod spec;

@@ -102,6 +102,9 @@ mod tests {
 
     #[test]
     fn debug_never_shows_the_values() {
-        assert_eq!(format!("{:?}", BindingOptions::new(Mine(7))), "BindingOptions(..)");
+        assert_eq!(
+            format!("{:?}", BindingOptions::new(Mine(7))),
+            "BindingOptions(..)"
+        );
     }
 }

@@ -75,4 +75,3 @@ impl fmt::Debug for Confirmation {
         f.debug_tuple("Confirmation").field(&state).finish()
     }
 }
-

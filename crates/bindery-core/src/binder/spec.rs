@@ -140,4 +140,3 @@ impl ProducerSpec {
         self
     }
 }
-

@@ -424,8 +424,7 @@ mod tests {
 
     #[test]
     fn substitution_reports_missing_variables_with_their_path() {
-        let source =
-            text("[binders.broker]\ntype = \"queue\"\nuri = \"amqp://guest:${NOPE}@h\"\n");
+        let source = text("[binders.broker]\ntype = \"queue\"\nuri = \"amqp://guest:${NOPE}@h\"\n");
         let (_, problems) = load(&source, &[]).unwrap();
         assert_eq!(problems.len(), 1);
         assert_eq!(problems[0].path, "binders.broker.uri");

@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use bindery_core::binder::kit::Pauses;
 use bindery_core::error::{BinderError, Error};
 use tokio_util::sync::CancellationToken;
 
@@ -22,7 +23,7 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, BinderError>>,
 {
-    let mut pause = FIRST_PAUSE;
+    let mut pauses = Pauses::doubling(FIRST_PAUSE, LONGEST_PAUSE);
     let mut attempt = 1u32;
     loop {
         let result = tokio::select! {
@@ -37,12 +38,12 @@ where
                 return Ok(Some(bound));
             }
             Err(error) if error.is_transient() => {
+                let pause = pauses.next_pause();
                 tracing::warn!("{what}: attempt {attempt} failed, retrying in {pause:?}: {error}");
                 tokio::select! {
                     () = tokio::time::sleep(pause) => {}
                     () = shutdown.cancelled() => return Ok(None),
                 }
-                pause = (pause * 2).min(LONGEST_PAUSE);
                 attempt += 1;
             }
             Err(error) => {

@@ -244,10 +244,8 @@ async fn bind_output(plan: &OutputPlan, shared: &Shared) -> Result<Option<Arc<Ou
         "binding `{}` (destination `{}`)",
         plan.binding, plan.producer.destination
     );
-    let producer = bind::with_retry(&what, &shared.shutdown, || {
-        binder.producer(&plan.producer)
-    })
-    .await?;
+    let producer =
+        bind::with_retry(&what, &shared.shutdown, || binder.producer(&plan.producer)).await?;
     Ok(producer.map(|producer| {
         Arc::new(Output::new(
             plan.clone(),

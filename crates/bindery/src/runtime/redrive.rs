@@ -51,7 +51,9 @@ pub(crate) async fn run(
     };
     let binder = binders.get(&input.binder)?;
     let source = binder.dead_letter_name(group);
-    let mut dead_letters = binder.bind_consumer(ConsumeFrom::DeadLetters(group)).await?;
+    let mut dead_letters = binder
+        .bind_consumer(ConsumeFrom::DeadLetters(group))
+        .await?;
     let producer = binder.bind_producer(PublishTo::Group(group)).await?;
     let run = run_id();
     let mut moved = 0;
