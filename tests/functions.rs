@@ -145,7 +145,11 @@ async fn message_in_and_message_out_carry_headers_key_and_routing_key() {
             .cloned()
             .expect("inbound messages carry delivery facts");
         assert_eq!(delivery.attempt, 1);
-        assert!(!delivery.id.is_empty());
+        assert!(
+            matches!(&delivery.id, bindery::DeliveryId::InQueue { queue, .. } if !queue.is_empty()),
+            "a memory delivery is a position in its queue: {}",
+            delivery.id
+        );
         let payload = order.payload().clone();
         Message::new(payload)
             .with_header("trace", trace)

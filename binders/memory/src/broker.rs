@@ -167,7 +167,7 @@ impl Destination {
 /// waits, so a busy queue pays for none.
 #[derive(Debug)]
 pub(crate) struct Queue {
-    pub(crate) name: String,
+    pub(crate) name: Arc<str>,
     capacity: Option<usize>,
     pub(crate) state: Mutex<QueueState>,
     /// Signalled when a message is ready or a consumer's unacked count drops.
@@ -205,7 +205,7 @@ pub(crate) struct Stored {
 impl Queue {
     fn new(name: String, capacity: Option<usize>) -> Self {
         Self {
-            name,
+            name: name.into(),
             capacity,
             state: Mutex::new(QueueState::default()),
             readable: Notify::new(),

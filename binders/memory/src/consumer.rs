@@ -12,6 +12,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bindery_core::binder::{Consumer, Delivery, DeliveryHandle};
 use bindery_core::error::BinderError;
+use bindery_core::message::DeliveryId;
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
 
@@ -195,8 +196,8 @@ impl DeliveryHandle for MemoryDelivery {
         Box::pin(std::future::ready(result))
     }
 
-    fn id(&self) -> String {
-        format!("{}#{}", self.shared.queue.name, self.sequence)
+    fn id(&self) -> DeliveryId {
+        DeliveryId::in_queue(self.shared.queue.name.clone(), self.sequence)
     }
 
     fn redelivered(&self) -> bool {

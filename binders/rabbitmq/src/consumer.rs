@@ -34,7 +34,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bindery_core::binder::{Consumer, Delivery, DeliveryHandle};
 use bindery_core::error::BinderError;
-use bindery_core::message::{Headers, Message};
+use bindery_core::message::{DeliveryId, Headers, Message};
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use lapin::options::{
@@ -509,7 +509,10 @@ struct RabbitDelivery {
 
 impl RabbitDelivery {
     fn gone(&self) -> BinderError {
-        RabbitError::ChannelGone { id: self.id() }.into()
+        RabbitError::ChannelGone {
+            id: self.id().to_string(),
+        }
+        .into()
     }
 
     fn settled(&self, done: lapin::Result<bool>, action: &str) -> Result<(), BinderError> {
@@ -564,8 +567,8 @@ impl DeliveryHandle for RabbitDelivery {
         })
     }
 
-    fn id(&self) -> String {
-        format!("{}#{}", self.queue, self.tag)
+    fn id(&self) -> DeliveryId {
+        DeliveryId::in_queue(self.queue.clone(), self.tag)
     }
 
     fn redelivered(&self) -> bool {

@@ -37,7 +37,7 @@ pub use binder::{
 };
 pub use codec::Codec;
 pub use error::{BinderError, BinderErrorKind, BoxError, Error, FunctionError, Result};
-pub use message::{DeliveryInfo, Headers, Message};
+pub use message::{DeliveryId, DeliveryInfo, Headers, Message};
 
 /// Re-exports for the code `#[bindery::function]` and binder crates
 /// generate; not a stable API.

@@ -404,18 +404,101 @@ fn dedup_keeping_last(entries: &mut Vec<Entry>, added: usize) {
     *entries = kept;
 }
 
+/// The broker's identity of one delivery, for logs and for functions that
+/// record where a message came from. Cheap to make for every delivery: the
+/// place is shared by all deliveries from it, and the text is formed only
+/// when displayed.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DeliveryId {
+    /// A position in a queue, such as a delivery tag or a sequence number:
+    /// shown as `<queue>#<number>`.
+    InQueue {
+        /// The queue.
+        queue: Arc<str>,
+        /// The position.
+        number: u64,
+    },
+    /// A record of a partitioned log: shown as `<topic>/<partition>@<offset>`.
+    InPartition {
+        /// The topic.
+        topic: Arc<str>,
+        /// The partition.
+        partition: i32,
+        /// The record's offset.
+        offset: i64,
+    },
+    /// Any other identity, shown as it is.
+    Other(Arc<str>),
+}
+
+impl DeliveryId {
+    /// A position in a queue.
+    pub fn in_queue(queue: Arc<str>, number: u64) -> Self {
+        Self::InQueue { queue, number }
+    }
+
+    /// A record of a partitioned log.
+    pub fn in_partition(topic: Arc<str>, partition: i32, offset: i64) -> Self {
+        Self::InPartition {
+            topic,
+            partition,
+            offset,
+        }
+    }
+}
+
+impl Default for DeliveryId {
+    /// No identity: a message that was not delivered by a broker.
+    fn default() -> Self {
+        Self::Other(Arc::from(""))
+    }
+}
+
+impl fmt::Display for DeliveryId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::InQueue { queue, number } => write!(f, "{queue}#{number}"),
+            Self::InPartition {
+                topic,
+                partition,
+                offset,
+            } => write!(f, "{topic}/{partition}@{offset}"),
+            Self::Other(text) => f.write_str(text),
+        }
+    }
+}
+
 /// Where an inbound message came from and how often it was tried.
 ///
-/// Present on messages handed to functions; absent on messages they build.
+/// The binder attaches it to every message it delivers; messages functions
+/// build carry none.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct DeliveryInfo {
     /// The broker's identity of this delivery (sequence, tag, or offset).
-    pub id: String,
+    pub id: DeliveryId,
     /// The invocation attempt, starting at 1.
     pub attempt: u32,
     /// Whether the broker delivered this message before.
     pub redelivered: bool,
+}
+
+impl DeliveryInfo {
+    /// The first attempt at delivery `id`.
+    pub fn new(id: DeliveryId, redelivered: bool) -> Self {
+        Self {
+            id,
+            attempt: 1,
+            redelivered,
+        }
+    }
+
+    /// These facts for invocation attempt `attempt`.
+    pub fn with_attempt(mut self, attempt: u32) -> Self {
+        self.attempt = attempt;
+        self
+    }
 }
 
 /// A message: a payload with headers, an optional key and routing key.
@@ -563,7 +646,8 @@ impl<T> Message<T> {
         self.extras()?.delivery.as_ref()
     }
 
-    /// Attaches delivery facts; the runtime does this for inbound messages.
+    /// Attaches delivery facts; [`Delivery::new`](crate::binder::Delivery::new)
+    /// does this for every inbound message.
     pub fn with_delivery(mut self, delivery: DeliveryInfo) -> Self {
         self.extras_mut().delivery = Some(delivery);
         self

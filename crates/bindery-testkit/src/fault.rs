@@ -11,7 +11,7 @@
 //! ```
 //! use std::time::Duration;
 //! use bindery::BinderErrorKind;
-//! use bindery::binder::{Binder, ProducerSpec};
+//! use bindery::binder::{Binder, BinderExt, ProducerSpec};
 //! use bindery::memory::MemoryBinder;
 //! use bindery::Message;
 //! use bytes::Bytes;
@@ -48,7 +48,7 @@ use bindery::binder::{
     Acknowledger, Binder, Capabilities, Confirmation, ConsumeFrom, Consumer, Delivery,
     DeliveryHandle, GroupBinding, Health, Producer, PublishTo,
 };
-use bindery::{BinderError, BinderErrorKind, Headers, Message};
+use bindery::{BinderError, BinderErrorKind, DeliveryId, Headers, Message};
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
 use tokio::sync::watch;
@@ -730,7 +730,7 @@ impl DeliveryHandle for ObservedHandle {
         Box::pin(self.inner.nack(requeue))
     }
 
-    fn id(&self) -> String {
+    fn id(&self) -> DeliveryId {
         self.inner.id()
     }
 
@@ -1017,7 +1017,11 @@ mod tests {
             a.send(text(body)).await.unwrap().await.unwrap();
         }
         let first = consumer.recv().await.unwrap();
-        assert_eq!(first.id(), "a.g#0", "the wrapped binder's identity");
+        assert_eq!(
+            first.id().to_string(),
+            "a.g#0",
+            "the wrapped binder's identity"
+        );
         first.ack().await.unwrap();
         consumer.recv().await.unwrap().nack(true).await.unwrap();
         let (_, redelivered) = consumer.recv().await.unwrap().into_parts();

@@ -70,8 +70,8 @@ pub use bindery_core::function::{
     Key, Outcome, RoutingKey, SendError, Sender, State,
 };
 pub use bindery_core::{
-    BinderError, BinderErrorKind, Codec, DeliveryInfo, Error, FunctionError, Headers, Message,
-    Result, binder, codec, error, message, policy, registry, routing,
+    BinderError, BinderErrorKind, Codec, DeliveryId, DeliveryInfo, Error, FunctionError, Headers,
+    Message, Result, binder, codec, error, message, policy, registry, routing,
 };
 pub use bindery_macros::function;
 pub use runtime::stats::{BindingStats, Stats};

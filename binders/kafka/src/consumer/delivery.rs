@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use bindery_core::binder::DeliveryHandle;
 use bindery_core::error::BinderError;
-use bindery_core::message::Headers;
+use bindery_core::message::{DeliveryId, Headers};
 use futures::future::BoxFuture;
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -61,10 +61,11 @@ impl DeliveryHandle for KafkaDelivery {
         Box::pin(std::future::ready(Ok(())))
     }
 
-    fn id(&self) -> String {
-        format!(
-            "{}/{}@{}",
-            self.origin.topic, self.origin.partition, self.origin.offset
+    fn id(&self) -> DeliveryId {
+        DeliveryId::in_partition(
+            self.origin.topic.as_str().into(),
+            self.origin.partition,
+            self.origin.offset,
         )
     }
 

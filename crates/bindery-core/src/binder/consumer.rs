@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use futures::future::BoxFuture;
 
 use crate::error::BinderError;
-use crate::message::{Headers, Message};
+use crate::message::{DeliveryId, DeliveryInfo, Headers, Message};
 
 /// A stream of deliveries from one consumer binding.
 #[async_trait]
@@ -39,10 +39,13 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    /// A delivery of `message`, settled through `handle`.
+    /// A delivery of `message`, settled through `handle`. The message gets
+    /// the delivery's facts ([`Message::delivery`]), so functions read them
+    /// from the message and the acknowledger stays with the runtime.
     pub fn new(message: Message, handle: Box<dyn DeliveryHandle>) -> Self {
+        let info = DeliveryInfo::new(handle.id(), handle.redelivered());
         Self {
-            message,
+            message: message.with_delivery(info),
             acknowledger: Acknowledger(handle),
         }
     }
@@ -53,7 +56,7 @@ impl Delivery {
     }
 
     /// The broker's identity of this delivery, for logs.
-    pub fn id(&self) -> String {
+    pub fn id(&self) -> DeliveryId {
         self.acknowledger.id()
     }
 
@@ -90,7 +93,7 @@ impl Acknowledger {
     }
 
     /// The broker's identity of this delivery, for logs.
-    pub fn id(&self) -> String {
+    pub fn id(&self) -> DeliveryId {
         self.0.id()
     }
 
@@ -126,9 +129,9 @@ pub trait DeliveryHandle: Send + Sync + 'static {
     /// Rejects the delivery, requeueing it or not.
     fn nack(self: Box<Self>, requeue: bool) -> BoxFuture<'static, Result<(), BinderError>>;
 
-    /// The broker's identity of this delivery (a sequence, delivery tag or
-    /// `topic/partition@offset`), for logs.
-    fn id(&self) -> String;
+    /// The broker's identity of this delivery (a sequence, a delivery tag,
+    /// a partition and offset). Called once per delivery: make it cheap.
+    fn id(&self) -> DeliveryId;
 
     /// Whether the broker delivered the message before.
     fn redelivered(&self) -> bool {

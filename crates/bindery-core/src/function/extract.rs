@@ -6,10 +6,9 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
 use super::context::{Context, Sender, state_name};
-use crate::binder::Acknowledger;
 use crate::codec::Codec;
 use crate::error::FunctionError;
-use crate::message::{DeliveryInfo, Headers, Message};
+use crate::message::{DeliveryId, DeliveryInfo, Headers, Message};
 
 static NO_MESSAGE: LazyLock<Message> = LazyLock::new(|| Message::new(Bytes::new()));
 
@@ -20,15 +19,10 @@ pub struct Input<'a> {
     message: &'a Message,
     codec: Codec,
     attempt: u32,
-    delivery: DeliveryRef<'a>,
+    /// Delivery facts given for a message that does not carry them (a
+    /// later stage of a composition sees the first stage's delivery).
+    delivery: Option<&'a DeliveryInfo>,
     context: &'a Arc<Context>,
-}
-
-#[derive(Clone, Copy, Debug)]
-enum DeliveryRef<'a> {
-    None,
-    Handle(&'a Acknowledger),
-    Info(&'a DeliveryInfo),
 }
 
 impl<'a> Input<'a> {
@@ -43,7 +37,7 @@ impl<'a> Input<'a> {
             message,
             codec,
             attempt,
-            delivery: DeliveryRef::None,
+            delivery: None,
             context,
         }
     }
@@ -53,15 +47,9 @@ impl<'a> Input<'a> {
         Self::new(&NO_MESSAGE, Codec::Json, 1, context)
     }
 
-    /// Attaches the delivery the message came from (for its id).
-    pub fn with_acknowledger(mut self, acknowledger: &'a Acknowledger) -> Self {
-        self.delivery = DeliveryRef::Handle(acknowledger);
-        self
-    }
-
-    /// Attaches delivery facts already taken from the delivery.
+    /// Delivery facts for a message that does not carry its own.
     pub fn with_delivery_info(mut self, info: &'a DeliveryInfo) -> Self {
-        self.delivery = DeliveryRef::Info(info);
+        self.delivery = Some(info);
         self
     }
 
@@ -86,23 +74,14 @@ impl<'a> Input<'a> {
     }
 
     /// Delivery facts: the broker's id for this delivery and the attempt.
+    /// A message from a binder carries them; a source poll has none.
     pub fn delivery_info(&self) -> DeliveryInfo {
-        match self.delivery {
-            DeliveryRef::None => DeliveryInfo {
-                id: String::new(),
-                attempt: self.attempt,
-                redelivered: false,
-            },
-            DeliveryRef::Handle(acknowledger) => DeliveryInfo {
-                id: acknowledger.id(),
-                attempt: self.attempt,
-                redelivered: acknowledger.redelivered(),
-            },
-            DeliveryRef::Info(info) => DeliveryInfo {
-                attempt: self.attempt,
-                ..info.clone()
-            },
-        }
+        self.message
+            .delivery()
+            .or(self.delivery)
+            .cloned()
+            .unwrap_or_else(|| DeliveryInfo::new(DeliveryId::default(), false))
+            .with_attempt(self.attempt)
     }
 
     /// Decodes the payload as `T` with this input's codec.

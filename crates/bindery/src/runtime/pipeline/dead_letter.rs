@@ -187,8 +187,8 @@ mod tests {
         fn nack(self: Box<Self>, _: bool) -> BoxFuture<'static, Result<(), BinderError>> {
             Box::pin(async { Ok(()) })
         }
-        fn id(&self) -> String {
-            "1".into()
+        fn id(&self) -> bindery_core::message::DeliveryId {
+            bindery_core::message::DeliveryId::Other("1".into())
         }
         fn broker_dead_letters(&self) -> bool {
             self.broker_dead_letters

@@ -12,7 +12,6 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bindery_core::binder::Acknowledger;
 use bindery_core::codec::{Codec, DecodeError};
 use bindery_core::error::FunctionError;
 use bindery_core::function::{Context, Function, Input, Outcome, SendError};
@@ -54,12 +53,11 @@ impl Invoke {
     pub(crate) async fn attempt(
         &self,
         message: &Message,
-        acker: &Acknowledger,
         attempt: u32,
     ) -> Result<Confirmations, Failure> {
         let codec = self.codec_of(message)?;
         let output_codec = self.output.as_ref().map_or(Codec::Json, |o| o.codec());
-        let input = Input::new(message, codec, attempt, &self.context).with_acknowledger(acker);
+        let input = Input::new(message, codec, attempt, &self.context);
         // Extractors run when the call is made, the function when it is awaited.
         let call = std::panic::catch_unwind(AssertUnwindSafe(|| {
             self.function.call(&input, output_codec)
@@ -152,8 +150,8 @@ mod tests {
         fn nack(self: Box<Self>, _: bool) -> BoxFuture<'static, Result<(), BinderError>> {
             Box::pin(async { Ok(()) })
         }
-        fn id(&self) -> String {
-            "1".into()
+        fn id(&self) -> bindery_core::message::DeliveryId {
+            bindery_core::message::DeliveryId::Other("1".into())
         }
     }
 
@@ -176,9 +174,9 @@ mod tests {
     }
 
     async fn run(stage: &Invoke, payload: &'static [u8]) -> Result<Confirmations, Failure> {
-        let (message, acker) =
+        let (message, _acker) =
             Delivery::new(Message::new(Bytes::from_static(payload)), Box::new(Handle)).into_parts();
-        stage.attempt(&message, &acker, 1).await
+        stage.attempt(&message, 1).await
     }
 
     #[tokio::test]

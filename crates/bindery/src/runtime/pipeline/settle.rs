@@ -84,8 +84,8 @@ mod tests {
                 .push(if requeue { "requeue" } else { "reject" });
             Box::pin(async { Ok(()) })
         }
-        fn id(&self) -> String {
-            "1".into()
+        fn id(&self) -> bindery_core::message::DeliveryId {
+            bindery_core::message::DeliveryId::Other("1".into())
         }
     }
 
