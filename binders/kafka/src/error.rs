@@ -135,13 +135,8 @@ impl Error {
 
 impl From<Error> for BinderError {
     fn from(error: Error) -> Self {
-        // The message carries the cause too: the runtime logs errors with
-        // `Display`, which does not walk the source chain.
-        let message = match std::error::Error::source(&error) {
-            Some(cause) => format!("{error}: {cause}"),
-            None => error.to_string(),
-        };
-        BinderError::new(error.kind(), message).with_source(error)
+        // The cause stays in the source chain, which `{:#}` shows.
+        BinderError::new(error.kind(), error.to_string()).with_source(error)
     }
 }
 

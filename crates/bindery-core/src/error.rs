@@ -84,13 +84,55 @@ impl fmt::Display for BinderErrorKind {
 
 /// An error raised by a binder. The client library's error, if any, is kept
 /// as the source so it stays out of this crate's public API.
-#[derive(Debug, thiserror::Error)]
-#[error("{kind}: {message}")]
+///
+/// One rule for every binder: the message says what failed ("publishing to
+/// `orders`"), and the cause goes in the [source](Self::with_source), not
+/// into the message. `{}` shows the kind and the message; `{:#}` adds every
+/// cause (see [`ErrorChain`]), which is what the runtime logs.
+#[derive(Debug)]
 pub struct BinderError {
     kind: BinderErrorKind,
     message: String,
-    #[source]
     source: Option<BoxError>,
+}
+
+impl fmt::Display for BinderError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if f.alternate() {
+            return fmt::Display::fmt(&ErrorChain(self), f);
+        }
+        write!(f, "{}: {}", self.kind, self.message)
+    }
+}
+
+impl StdError for BinderError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.source
+            .as_deref()
+            .map(|source| source as &(dyn StdError + 'static))
+    }
+}
+
+/// An error and its causes on one line: `error: cause: cause`. A cause
+/// whose text the line already holds is left out, so a client error quoted
+/// by its wrapper is not shown twice.
+#[derive(Clone, Copy, Debug)]
+pub struct ErrorChain<'a>(pub &'a (dyn StdError + 'static));
+
+impl fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut line = self.0.to_string();
+        let mut cause = self.0.source();
+        while let Some(error) = cause {
+            let text = error.to_string();
+            if !text.is_empty() && !line.contains(&text) {
+                line.push_str(": ");
+                line.push_str(&text);
+            }
+            cause = error.source();
+        }
+        f.write_str(&line)
+    }
 }
 
 impl BinderError {
@@ -238,6 +280,38 @@ impl fmt::Debug for FunctionError {
             .field("retryable", &self.retryable)
             .field("error", &self.chain_text())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod chain_tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("connection reset by peer")]
+    struct Reset;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("publishing to `orders`: {0}")]
+    struct Quoting(#[source] Reset);
+
+    #[test]
+    fn the_alternate_form_shows_every_cause_once() {
+        let error = BinderError::connection("publishing to `orders`").with_source(Reset);
+        assert_eq!(
+            error.to_string(),
+            "connection error: publishing to `orders`"
+        );
+        assert_eq!(
+            format!("{error:#}"),
+            "connection error: publishing to `orders`: connection reset by peer"
+        );
+        // A wrapper that already quotes its cause does not repeat it.
+        let quoting = BinderError::connection("lost").with_source(Quoting(Reset));
+        assert_eq!(
+            format!("{quoting:#}"),
+            "connection error: lost: publishing to `orders`: connection reset by peer"
+        );
     }
 }
 

@@ -36,7 +36,7 @@ pub use binder::{
     ProducerSpec,
 };
 pub use codec::Codec;
-pub use error::{BinderError, BinderErrorKind, BoxError, Error, FunctionError, Result};
+pub use error::{BinderError, BinderErrorKind, BoxError, Error, ErrorChain, FunctionError, Result};
 pub use message::{DeliveryId, DeliveryInfo, Headers, Message};
 
 /// Re-exports for the code `#[bindery::function]` and binder crates

@@ -39,7 +39,9 @@ where
             }
             Err(error) if error.is_transient() => {
                 let pause = pauses.next_pause();
-                tracing::warn!("{what}: attempt {attempt} failed, retrying in {pause:?}: {error}");
+                tracing::warn!(
+                    "{what}: attempt {attempt} failed, retrying in {pause:?}: {error:#}"
+                );
                 tokio::select! {
                     () = tokio::time::sleep(pause) => {}
                     () = shutdown.cancelled() => return Ok(None),
@@ -47,7 +49,7 @@ where
                 attempt += 1;
             }
             Err(error) => {
-                tracing::error!("{what}: {error}");
+                tracing::error!("{what}: {error:#}");
                 return Err(Error::Binder(error));
             }
         }

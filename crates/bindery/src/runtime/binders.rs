@@ -66,7 +66,7 @@ impl Binders {
     pub(crate) async fn shutdown(&self) {
         for (name, binder) in &self.by_name {
             if let Err(e) = binder.shutdown().await {
-                tracing::warn!("binder `{name}` did not shut down cleanly: {e}");
+                tracing::warn!("binder `{name}` did not shut down cleanly: {e:#}");
             }
         }
     }

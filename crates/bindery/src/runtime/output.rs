@@ -52,7 +52,7 @@ impl SendFailure {
     pub(crate) fn into_failure(self) -> Failure {
         match self {
             SendFailure::Binder(error) if error.is_transient() => {
-                Failure::Transient(format!("an output could not be sent: {error}"))
+                Failure::Transient(format!("an output could not be sent: {error:#}"))
             }
             SendFailure::Binder(error) => Failure::Function(FunctionError::non_retryable(error)),
             SendFailure::Template(error) => Failure::Function(FunctionError::non_retryable(error)),

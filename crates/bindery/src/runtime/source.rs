@@ -164,11 +164,11 @@ async fn confirm_or_resend(
             }
         };
         if !error.is_transient() || shutdown.is_cancelled() {
-            error!(binding = %output.binding(), "a source message was not sent: {error}");
+            error!(binding = %output.binding(), "a source message was not sent: {error:#}");
             output.record(1, &Err(error));
             return;
         }
-        warn!(binding = %output.binding(), "a source message was not sent, trying again in {pause:?}: {error}");
+        warn!(binding = %output.binding(), "a source message was not sent, trying again in {pause:?}: {error:#}");
         tokio::select! {
             () = tokio::time::sleep(pause) => {}
             () = shutdown.cancelled() => {}

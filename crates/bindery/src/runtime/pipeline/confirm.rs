@@ -90,7 +90,7 @@ pub(crate) fn disposition(outcome: Result<(), BinderError>, attempts: u32) -> Di
     match outcome {
         Ok(()) => Disposition::Ack,
         Err(error) if error.is_transient() => Disposition::Requeue {
-            reason: format!("an output was not confirmed: {error}"),
+            reason: format!("an output was not confirmed: {error:#}"),
         },
         Err(error) => Disposition::DeadLetter {
             error: FunctionError::non_retryable(error),

@@ -54,7 +54,7 @@ impl Settle {
             }
         };
         if let Err(e) = result {
-            warn!(binding = %binding, id = %id, "could not settle the message; the broker will redeliver it: {e}");
+            warn!(binding = %binding, id = %id, "could not settle the message; the broker will redeliver it: {e:#}");
         }
     }
 }
