@@ -5,6 +5,12 @@
 //!   and resend loops.
 //! - [`anonymous_name`]: the name of an anonymous subscription's queue,
 //!   group or consumer, unique across processes and restarts.
+//! - [`delivery_channel`]: the cancel-safe hand-over from a client task to
+//!   the consumer, bounded by prefetch permits.
+
+mod channel;
+
+pub use channel::{DeliveryReceiver, DeliverySender, ReceiverGone, delivery_channel};
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
