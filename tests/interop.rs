@@ -56,6 +56,7 @@ async fn take(headers: Headers, order: Order, State(seen): State<Seen>) {
 }
 
 /// Keys under which `read_dead_letter` records the decoded origin.
+const DECODED_TOPIC: &str = "decoded: x-original-topic";
 const DECODED_PARTITION: &str = "decoded: x-original-partition";
 const DECODED_OFFSET: &str = "decoded: x-original-offset";
 const DECODED_TIMESTAMP: &str = "decoded: x-original-timestamp";
@@ -86,6 +87,7 @@ async fn read_dead_letter(headers: Headers, payload: Bytes, State(seen): State<S
     // Where a Kafka dead letter came from, as bindery reads it: Spring's
     // binary numbers and bindery's text alike.
     if let Some(record) = bindery::kafka::OriginalRecord::from_headers(&headers) {
+        map.insert(DECODED_TOPIC.into(), record.topic.clone());
         map.insert(DECODED_PARTITION.into(), record.partition.to_string());
         map.insert(DECODED_OFFSET.into(), record.offset.to_string());
         if let Some(timestamp) = record.timestamp {
@@ -1235,6 +1237,136 @@ async fn kafka_spring_dead_letters_are_read_and_redriven_by_bindery() {
     assert!(!headers.contains_key("x-exception-message"), "{headers:?}");
     app.shutdown().await.unwrap();
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// (d, spring-kafka → bindery) A Spring app whose dead letters are written by
+/// spring-kafka's own `DeadLetterPublishingRecoverer` (the listener
+/// container's error handler, as `@RetryableTopic` and `@KafkaListener` apps
+/// have it) instead of the binder: its `kafka_dlt-original-*` headers name
+/// the origin, with no `x-original-*` ones. bindery reads where the record
+/// came from out of them, and its redrive moves the dead letter back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_spring_kafka_dead_letters_are_read_and_redriven_by_bindery() {
+    let topic = unique_name("interop-kdlt");
+    let group = unique_name("billing");
+    let dlq = format!("error.{topic}.{group}");
+    let mut spring = SpringApp::start(
+        "failing (spring-kafka dead letters)",
+        &spring_kafka(&[
+            arg("spring.cloud.function.definition", "failing"),
+            arg(
+                "spring.cloud.stream.bindings.failing-in-0.destination",
+                &topic,
+            ),
+            arg("spring.cloud.stream.bindings.failing-in-0.group", &group),
+            // With one attempt the binder keeps the dead-lettering whatever
+            // the customizer says (KafkaMessageChannelBinder only hands it to
+            // the container when there are retries to hand over).
+            arg(
+                "spring.cloud.stream.bindings.failing-in-0.consumer.max-attempts",
+                2,
+            ),
+            arg(
+                "spring.cloud.stream.bindings.failing-in-0.consumer.back-off-initial-interval",
+                100,
+            ),
+            arg(
+                "spring.cloud.stream.kafka.bindings.failing-in-0.consumer.enable-dlq",
+                true,
+            ),
+            // The resolver the binder hands to the customizer names the
+            // topic only from `dlq-name` (the binder's own default,
+            // `error.<destination>.<group>`, is not applied to it).
+            arg(
+                "spring.cloud.stream.kafka.bindings.failing-in-0.consumer.dlq-name",
+                &dlq,
+            ),
+            arg("interop.kafka.spring-kafka-dlt", true),
+        ]),
+    );
+    spring.wait_assigned(&topic).await;
+    assert!(
+        !spring.events("spring-kafka-dlt").is_empty(),
+        "the binder handed retry and dead letters to the listener container"
+    );
+    let sender_config = format!(
+        "{}[bindery]\noutput-bindings = [\"emit\"]\n[bindings.emit]\ndestination = \"{topic}\"\n",
+        kafka_binder(1)
+    );
+    let sender = start_bindery(
+        App::builder().without_registered_functions(),
+        &sender_config,
+    )
+    .await;
+    sender
+        .sender()
+        .send("emit", order(5, "poison-5"))
+        .await
+        .expect("bindery sends");
+    sender.shutdown().await.unwrap();
+    // Two attempts by the container's error handler, then its dead letter.
+    spring.wait_events("failing", 2, ARRIVAL).await;
+
+    let dead_seen = Seen::default();
+    let config = format!(
+        "{}[bindings.read_dead_letter-in-0]\ndestination = \"{dlq}\"\ngroup = \"{}\"\n\
+         [bindings.read_dead_letter-in-0.consumer]\ndead-letter = false\n",
+        kafka_binder(1),
+        unique_name("dlq-reader")
+    );
+    let reader = start_bindery(
+        App::builder()
+            .function("read_dead_letter", read_dead_letter)
+            .state(dead_seen.clone()),
+        &config,
+    )
+    .await;
+    wait_until(ARRIVAL, "bindery reads spring-kafka's dead letter", || {
+        !dead_seen.lock().is_empty()
+    })
+    .await;
+    reader.shutdown().await.unwrap();
+    spring.stop();
+    let (dead_order, headers) = dead_seen.lock()[0].clone();
+    eprintln!("spring-kafka's dead-letter headers as bindery reads them: {headers:?}");
+    assert_eq!(dead_order, order(5, "poison-5"));
+    assert!(
+        headers.contains_key("kafka_dlt-original-topic")
+            && !headers.contains_key("x-original-topic"),
+        "written by spring-kafka, not by the binder: {headers:?}"
+    );
+    assert_eq!(headers.get(DECODED_TOPIC), Some(&topic), "{headers:?}");
+    assert_eq!(
+        headers.get(DECODED_PARTITION).map(String::as_str),
+        Some("0")
+    );
+    assert_eq!(headers.get(DECODED_OFFSET).map(String::as_str), Some("0"));
+    assert!(
+        headers
+            .get(DECODED_TIMESTAMP)
+            .and_then(|t| t.parse::<i64>().ok())
+            .is_some_and(|t| t > 1_600_000_000_000),
+        "{headers:?}"
+    );
+
+    let seen = Seen::default();
+    let config = format!(
+        "{}[bindings.take-in-0]\ndestination = \"{topic}\"\ngroup = \"{group}\"\n",
+        kafka_binder(1)
+    );
+    let app = start_bindery(
+        App::builder().function("take", take).state(seen.clone()),
+        &config,
+    )
+    .await;
+    let moved = app.redrive("take-in-0", None).await.expect("redrive");
+    assert_eq!(moved, 1, "redrive moved spring-kafka's dead letter");
+    wait_until(ARRIVAL, "the redriven order reaches bindery", || {
+        !seen.lock().is_empty()
+    })
+    .await;
+    assert_eq!(seen.lock()[0].0, order(5, "poison-5"));
+    app.shutdown().await.unwrap();
 }
 
 /// (d, bindery → Spring) An order that fails in bindery lands in
