@@ -401,6 +401,13 @@ pub struct RabbitBindingOptions {
     /// Declares group queues as quorum queues (`x-queue-type = quorum`).
     /// Anonymous queues stay classic. Default false.
     pub quorum: bool,
+    /// Declares the dead-letter queue as a quorum queue (Spring's
+    /// `dlqQuorum.enabled`). Default false, as in Spring: then the DLQ is a
+    /// classic queue on the node that declared it, and while that node is
+    /// down a consumer of the group cannot subscribe, in a cluster too,
+    /// since it declares its DLQ first. With `quorum`, set this for a group
+    /// that survives the loss of any node.
+    pub dlq_quorum: bool,
     /// Messages older than this expire from the group queue
     /// (`x-message-ttl`; milliseconds or `"30s"`). Default none.
     #[serde(deserialize_with = "optional_duration")]
@@ -434,6 +441,7 @@ impl Default for RabbitBindingOptions {
         Self {
             exchange_type: ExchangeType::Topic,
             quorum: false,
+            dlq_quorum: false,
             ttl: None,
             max_length: None,
             single_active_consumer: false,
@@ -545,6 +553,7 @@ mod tests {
         let options: RabbitBindingOptions = serde_json::from_value(serde_json::json!({
             "exchange-type": "direct",
             "quorum": true,
+            "dlq-quorum": true,
             "ttl": 60000,
             "max-length": 10,
             "single-active-consumer": true,
@@ -556,6 +565,7 @@ mod tests {
         assert_eq!(options.ttl, Some(Duration::from_secs(60)));
         assert_eq!(options.max_length, Some(10));
         assert!(options.quorum && options.single_active_consumer && options.durable_subscription);
+        assert!(options.dlq_quorum);
         assert_eq!(options.dead_letter_queue_name.as_deref(), Some("parking"));
     }
 
