@@ -425,11 +425,7 @@ mod tests {
             "test connection".to_owned(),
         ));
 
-        let error = connector
-            .connect()
-            .await
-            .err()
-            .expect("nothing answers AMQP");
+        let error = connector.connect().await.expect_err("nothing answers AMQP");
         let text = error.to_string();
         assert!(
             matches!(&error, RabbitError::NoAddressAnswers { failures } if failures.len() == 3),
@@ -442,11 +438,7 @@ mod tests {
 
         // After a loss on address 1, the next attempt starts at address 2.
         connector.next_endpoint.store(2, Ordering::Release);
-        let error = connector
-            .connect()
-            .await
-            .err()
-            .expect("nothing answers AMQP");
+        let error = connector.connect().await.expect_err("nothing answers AMQP");
         let RabbitError::NoAddressAnswers { failures } = &error else {
             panic!("{error:?}");
         };
@@ -462,7 +454,7 @@ mod tests {
         let dead = refusing_port();
         let settings = RabbitSettings::new(format!("amqp://app:hunter2@127.0.0.1:{dead}/%2f"));
         let connector = Connector::new(Arc::new(settings), "test connection".to_owned());
-        let error = connector.connect().await.err().expect("refused");
+        let error = connector.connect().await.expect_err("refused");
         assert!(matches!(error, RabbitError::Connect { .. }), "{error:?}");
         assert!(!error.to_string().contains("hunter2"), "{error}");
     }
