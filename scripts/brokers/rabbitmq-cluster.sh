@@ -126,7 +126,7 @@ fail_with_logs() {
     local n=$1; shift
     echo "$ME: ERROR: $*" >&2
     local dir; dir=$(node_dir "$n")
-    for f in "$dir/log/startup_err" "$dir/log/startup_log" "$dir/log/$(node_name "$n").log"; do
+    for f in "$dir/log/ctl.log" "$dir/log/startup_err" "$dir/log/startup_log" "$dir/log/$(node_name "$n").log"; do
         [ -s "$f" ] && { echo "--- tail $f" >&2; tail -n 20 "$f" >&2; }
     done
     exit 1
@@ -157,9 +157,12 @@ ensure_joined() {
         return 0
     fi
     log "joining $(node_name "$n") to $(node_name 1)"
-    ctl rabbitmqctl "$n" stop_app >/dev/null || fail_with_logs "$n" "stop_app failed"
-    ctl rabbitmqctl "$n" join_cluster "$(node_name 1)" >/dev/null || fail_with_logs "$n" "join_cluster failed"
-    ctl rabbitmqctl "$n" start_app >/dev/null || fail_with_logs "$n" "start_app failed"
+    # 3.10's CLI prints harmless errors while joining (tracked-connection
+    # tables of nodes not running yet): kept in ctl.log, shown on failure.
+    local out; out="$(node_dir "$n")/log/ctl.log"
+    ctl rabbitmqctl "$n" stop_app >>"$out" 2>&1 || fail_with_logs "$n" "stop_app failed"
+    ctl rabbitmqctl "$n" join_cluster "$(node_name 1)" >>"$out" 2>&1 || fail_with_logs "$n" "join_cluster failed"
+    ctl rabbitmqctl "$n" start_app >>"$out" 2>&1 || fail_with_logs "$n" "start_app failed"
 }
 
 # Waits until node N is running and every node that runs lists it.
