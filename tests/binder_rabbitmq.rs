@@ -1545,3 +1545,104 @@ async fn a24_a_consumer_that_cannot_subscribe_makes_health_down_until_it_can() {
     .await;
     assert!(management_has(&format!("queues/%2f/{}", encode(&queue))));
 }
+
+/// A nacked publish is published again on a new channel, for a bounded
+/// time: RabbitMQ 3.10 nacks every publish of a channel whose quorum-queue
+/// client is stuck on a lost leader, while a new channel is taken
+/// (tests/cluster_rabbitmq.rs kills that leader). Here a full
+/// `reject-publish` queue nacks: a send goes through once it has room,
+/// and one that never gets room fails as rejected after about 10 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nacked_send_is_published_again_until_the_broker_takes_it() {
+    use bindery::BinderErrorKind;
+    use bindery::rabbitmq::lapin::options::{
+        BasicGetOptions, QueueBindOptions, QueueDeclareOptions,
+    };
+    use bindery::rabbitmq::lapin::types::{AMQPValue, FieldTable};
+    use bindery::rabbitmq::lapin::{Connection, ConnectionProperties};
+
+    init_logging();
+    let (binder, _) = connected_binder("bindery-nack").await;
+    let destination = unique_name("nack");
+    let queue = format!("{destination}.full");
+    let producer = binder
+        .bind_producer(&ProducerSpec::new("out", &destination))
+        .await
+        .unwrap();
+    let connection = Connection::connect(&uri(), ConnectionProperties::default())
+        .await
+        .expect("connects");
+    let channel = connection.create_channel().await.unwrap();
+    let mut arguments = FieldTable::default();
+    arguments.insert("x-max-length".into(), AMQPValue::LongLongInt(1));
+    arguments.insert(
+        "x-overflow".into(),
+        AMQPValue::LongString("reject-publish".into()),
+    );
+    channel
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions {
+                auto_delete: true,
+                ..QueueDeclareOptions::default()
+            },
+            arguments,
+        )
+        .await
+        .unwrap();
+    channel
+        .queue_bind(
+            queue.as_str().into(),
+            destination.as_str().into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let get = || async {
+        channel
+            .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+            .map(|m| String::from_utf8_lossy(&m.delivery.data).into_owned())
+    };
+
+    send(producer.as_ref(), text("first")).await;
+    // The queue is full: "second" is nacked until "first" is taken.
+    let second = producer.send(text("second")).await.expect("published");
+    let confirmed = tokio::spawn(second);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        !confirmed.is_finished(),
+        "confirmed although the queue was full"
+    );
+    assert_eq!(get().await.as_deref(), Some("first"));
+    tokio::time::timeout(TIMEOUT, confirmed)
+        .await
+        .expect("confirmed once the queue had room")
+        .unwrap()
+        .expect("taken by the broker");
+    assert_eq!(get().await.as_deref(), Some("second"));
+
+    // Never room: rejected, after the bounded wait.
+    send(producer.as_ref(), text("third")).await;
+    let started = Instant::now();
+    let error = producer
+        .send(text("fourth"))
+        .await
+        .expect("published")
+        .await
+        .expect_err("the full queue never takes it");
+    let waited = started.elapsed();
+    assert_eq!(error.kind(), BinderErrorKind::Rejected, "{error}");
+    assert!(
+        matches!(rabbit_error(&error), RabbitError::Nacked { .. }),
+        "{error:?}"
+    );
+    assert!(
+        (Duration::from_secs(8)..Duration::from_secs(20)).contains(&waited),
+        "rejected after {waited:?}"
+    );
+    assert_eq!(get().await.as_deref(), Some("third"));
+}

@@ -216,3 +216,192 @@ pub fn management_put(path: &str, body: &serde_json::Value) {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// The three-node cluster of `scripts/brokers/rabbitmq-cluster.sh`, for the
+/// cluster fault tests: its nodes, their management APIs, and the script
+/// that kills and restarts them.
+pub mod cluster {
+    use std::net::TcpStream;
+    use std::path::PathBuf;
+    use std::process::Command;
+    use std::time::Duration;
+
+    use bindery::rabbitmq::lapin::uri::AMQPUri;
+    use bindery::rabbitmq::redact_uri;
+
+    /// How to get the cluster, for failure messages.
+    pub const CLUSTER_HINT: &str = "start it with `scripts/brokers/rabbitmq-cluster.sh start` \
+         (nodes rabbit-c1..c3@localhost on 127.0.0.1:5681..5683), or point \
+         BINDERY_TEST_RABBITMQ_CLUSTER at the script's nodes (comma-separated AMQP URIs)";
+
+    /// The URIs of the script's nodes, in node order.
+    pub const DEFAULT_URIS: &str = "amqp://guest:guest@127.0.0.1:5681/%2f,\
+         amqp://guest:guest@127.0.0.1:5682/%2f,amqp://guest:guest@127.0.0.1:5683/%2f";
+
+    /// One node of the cluster.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct Node {
+        /// 1..3, as the script numbers it (`kill N`, `start-node N`).
+        pub number: u8,
+        /// Its AMQP URI.
+        pub uri: String,
+        /// Its Erlang node name, `rabbit-cN@localhost`, as the broker reports
+        /// leaders and connections.
+        pub name: String,
+    }
+
+    impl Node {
+        /// The node's management API port (15680 + N).
+        pub fn management_port(&self) -> u16 {
+            15680 + u16::from(self.number)
+        }
+    }
+
+    /// The cluster under test: `BINDERY_TEST_RABBITMQ_CLUSTER` (default the
+    /// script's three nodes). Fails the test, naming the script, when a node
+    /// does not answer or is not one the script runs.
+    pub fn nodes() -> Vec<Node> {
+        let list = std::env::var("BINDERY_TEST_RABBITMQ_CLUSTER")
+            .unwrap_or_else(|_| DEFAULT_URIS.to_owned());
+        let nodes: Vec<Node> = list
+            .split(',')
+            .map(str::trim)
+            .filter(|uri| !uri.is_empty())
+            .map(|uri| {
+                let parsed: AMQPUri = uri.parse().unwrap_or_else(|e| {
+                    panic!("BINDERY_TEST_RABBITMQ_CLUSTER: `{}` is not an AMQP URI: {e}", redact_uri(uri))
+                });
+                let port = parsed.authority.port;
+                assert!(
+                    (5681..=5683).contains(&port),
+                    "BINDERY_TEST_RABBITMQ_CLUSTER: {} is not a node of the script (ports 5681..5683): \
+                     the test kills and restarts nodes through it; {CLUSTER_HINT}",
+                    redact_uri(uri)
+                );
+                let number = u8::try_from(port - 5680).expect("1..3");
+                let address = format!("{}:{port}", parsed.authority.host);
+                let answers = address
+                    .parse()
+                    .ok()
+                    .and_then(|a| TcpStream::connect_timeout(&a, Duration::from_secs(2)).ok())
+                    .is_some();
+                assert!(
+                    answers,
+                    "RabbitMQ cluster node rabbit-c{number}@localhost does not answer at {address} \
+                     (the cluster is down?); {CLUSTER_HINT}"
+                );
+                Node {
+                    number,
+                    uri: uri.to_owned(),
+                    name: format!("rabbit-c{number}@localhost"),
+                }
+            })
+            .collect();
+        assert!(
+            nodes.len() == 3,
+            "BINDERY_TEST_RABBITMQ_CLUSTER names {} nodes; the fault test needs the three of the script; {CLUSTER_HINT}",
+            nodes.len()
+        );
+        nodes
+    }
+
+    /// Runs `scripts/brokers/rabbitmq-cluster.sh ARGS`, returning what it
+    /// printed; fails the test with its output when it fails.
+    pub fn script(args: &[&str]) -> String {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../scripts/brokers/rabbitmq-cluster.sh");
+        let output = Command::new(&path)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", path.display()));
+        let printed = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(
+            output.status.success(),
+            "rabbitmq-cluster.sh {args:?} failed:\n{printed}"
+        );
+        printed
+    }
+
+    /// Starts node `number` again when dropped, unless
+    /// [`restarted`](Self::restarted) was called: a test that fails after
+    /// killing a node leaves the cluster whole for the next one.
+    #[derive(Debug)]
+    pub struct RestartOnDrop(pub Option<u8>);
+
+    impl RestartOnDrop {
+        /// The test restarted the node itself.
+        pub fn restarted(&mut self) {
+            self.0 = None;
+        }
+    }
+
+    impl Drop for RestartOnDrop {
+        fn drop(&mut self) {
+            let Some(number) = self.0.take() else {
+                return;
+            };
+            let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../scripts/brokers/rabbitmq-cluster.sh");
+            // No panic here: this may run while the test unwinds.
+            match Command::new(&path)
+                .args(["start-node", &number.to_string()])
+                .status()
+            {
+                Ok(status) if status.success() => {}
+                outcome => eprintln!(
+                    "could not start node {number} again ({outcome:?}); run `{} start`",
+                    path.display()
+                ),
+            }
+        }
+    }
+
+    /// GETs `path` (after `/api/`) from `node`'s management API as guest;
+    /// `None` when the node does not answer (it may be the one killed).
+    pub fn management(node: &Node, path: &str) -> Option<serde_json::Value> {
+        let url = format!("http://127.0.0.1:{}/api/{path}", node.management_port());
+        let output = Command::new("curl")
+            .args(["-fsS", "-m", "5", "-u", "guest:guest", &url])
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run curl ({e}) for the management API"));
+        if !output.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&output.stdout).ok()
+    }
+
+    /// `path` from the first node of `nodes` whose management API answers.
+    pub fn any_management(nodes: &[&Node], path: &str) -> Option<serde_json::Value> {
+        nodes.iter().find_map(|node| management(node, path))
+    }
+
+    /// The node holding the leader of quorum queue `queue` (vhost `/`), as
+    /// the first answering management API of `nodes` reports it.
+    pub fn quorum_leader(nodes: &[&Node], queue: &str) -> Option<String> {
+        let queue = any_management(nodes, &format!("queues/%2f/{}", super::encode(queue)))?;
+        queue["leader"].as_str().map(str::to_owned)
+    }
+
+    /// The nodes holding the connections whose client-provided name starts
+    /// with `prefix`, one entry per connection.
+    pub fn connection_nodes(nodes: &[&Node], prefix: &str) -> Vec<String> {
+        let Some(connections) = any_management(nodes, "connections") else {
+            return Vec::new();
+        };
+        connections
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| {
+                c["client_properties"]["connection_name"]
+                    .as_str()
+                    .is_some_and(|name| name.starts_with(prefix))
+            })
+            .filter_map(|c| c["node"].as_str().map(str::to_owned))
+            .collect()
+    }
+}

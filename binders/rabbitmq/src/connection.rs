@@ -9,7 +9,7 @@
 //! asks the [`Connector`] for a live one, and re-declares what it uses.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -50,6 +50,8 @@ pub(crate) struct Connector {
     /// one attempt (and one log line) per pause, however many consumers
     /// and producers wait for it.
     backoff: Mutex<Backoff>,
+    /// Which of the settings' endpoints the next attempt tries first.
+    next_endpoint: Arc<AtomicUsize>,
 }
 
 #[derive(Clone, Debug)]
@@ -87,6 +89,7 @@ impl Connector {
                 attempt: 0,
                 last_error: None,
             }),
+            next_endpoint: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -124,7 +127,7 @@ impl Connector {
                 }
             }
             match self.connect().await {
-                Ok(connection) => {
+                Ok((connection, endpoint)) => {
                     let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
                     let was_down = matches!(*self.state.lock(), State::Down(_));
                     *self.state.lock() = State::Up(generation);
@@ -134,14 +137,14 @@ impl Connector {
                         attempt: 0,
                         last_error: None,
                     };
-                    let uri = self.settings.redacted_uri();
+                    let uri = redact_uri(&self.settings.endpoints()[endpoint]);
                     if was_down || generation > 1 {
                         info!(connection = %self.name, "connected again to {uri}");
                     } else {
                         info!(connection = %self.name, "connected to {uri}");
                     }
                     let connection = Arc::new(connection);
-                    self.watch(&connection, generation);
+                    self.watch(&connection, generation, endpoint);
                     *current = Some(connection.clone());
                     return Ok(connection);
                 }
@@ -179,8 +182,31 @@ impl Connector {
             })
     }
 
-    async fn connect(&self) -> Result<Connection> {
-        let uri = &self.settings.uri;
+    /// One connection attempt: each endpoint in turn, in order from
+    /// [`next_endpoint`](Self::next_endpoint), until one answers. Returns the
+    /// connection and the index of its endpoint.
+    async fn connect(&self) -> Result<(Connection, usize)> {
+        let endpoints = self.settings.endpoints();
+        let first = self.next_endpoint.load(Ordering::Acquire);
+        let mut failures = Vec::new();
+        for index in rotation(first, endpoints.len()) {
+            match self.connect_to(&endpoints[index]).await {
+                Ok(connection) => {
+                    self.next_endpoint.store(index, Ordering::Release);
+                    return Ok((connection, index));
+                }
+                Err(error) => {
+                    if endpoints.len() > 1 {
+                        debug!(connection = %self.name, "{error}; trying the next address");
+                    }
+                    failures.push(error);
+                }
+            }
+        }
+        Err(RabbitError::from_attempts(failures))
+    }
+
+    async fn connect_to(&self, uri: &str) -> Result<Connection> {
         let properties = ConnectionProperties::default()
             .with_connection_name(self.name.clone().into())
             .with_client_property("product".into(), "bindery".into())
@@ -204,7 +230,9 @@ impl Connector {
     /// again in the background, so that health is right even while nothing
     /// uses the connection (a producer with nothing to send). lapin reports
     /// channel errors on the same stream; those leave the connection up.
-    fn watch(self: &Arc<Self>, connection: &Arc<Connection>, generation: u64) {
+    /// A lost connection sends the next attempt to the endpoint after
+    /// `endpoint` first.
+    fn watch(self: &Arc<Self>, connection: &Arc<Connection>, generation: u64, endpoint: usize) {
         let mut events = connection.events_listener();
         let connection = Arc::downgrade(connection);
         let connector = Arc::downgrade(self);
@@ -229,8 +257,16 @@ impl Connector {
                     if !matches!(*state, State::Up(n) if n == generation) {
                         return;
                     }
-                    warn!(connection = %connector.name, "connection lost: {error}");
+                    let endpoints = connector.settings.endpoints();
+                    warn!(
+                        connection = %connector.name,
+                        "connection to {} lost: {error}",
+                        redact_uri(&endpoints[endpoint])
+                    );
                     *state = State::Down(format!("connection lost: {error}"));
+                    connector
+                        .next_endpoint
+                        .store((endpoint + 1) % endpoints.len(), Ordering::Release);
                 }
                 reconnect(connector).await;
                 return;
@@ -298,6 +334,12 @@ async fn reconnect(connector: Weak<Connector>) {
     }
 }
 
+/// The indexes of `len` endpoints in the order one attempt tries them:
+/// from `first` to the end, then from the start.
+fn rotation(first: usize, len: usize) -> impl Iterator<Item = usize> {
+    (0..len).map(move |k| (first + k) % len)
+}
+
 /// How often [`unless_lost`] looks at the connection.
 const LOST_CHECK: Duration = Duration::from_millis(100);
 
@@ -326,5 +368,94 @@ pub(crate) async fn unless_lost<T>(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+    use std::sync::mpsc;
+
+    use super::*;
+
+    #[test]
+    fn an_attempt_goes_round_the_addresses_from_where_it_starts() {
+        assert_eq!(rotation(0, 3).collect::<Vec<_>>(), [0, 1, 2]);
+        assert_eq!(rotation(1, 3).collect::<Vec<_>>(), [1, 2, 0]);
+        assert_eq!(rotation(2, 3).collect::<Vec<_>>(), [2, 0, 1]);
+        assert_eq!(rotation(0, 1).collect::<Vec<_>>(), [0]);
+    }
+
+    /// A port that refuses connections: bound, then released.
+    fn refusing_port() -> u16 {
+        TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port()
+    }
+
+    /// A "broker" that takes connections and closes them at once, telling
+    /// `seen` its `name` for each.
+    fn closing_listener(name: &'static str, seen: mpsc::Sender<&'static str>) -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
+        let port = listener.local_addr().expect("bound").port();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                // Told before the close, so before the client's attempt ends.
+                let told = seen.send(name);
+                drop(stream);
+                if told.is_err() {
+                    return;
+                }
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn a_failed_address_sends_the_attempt_on_to_the_next_one_in_order() {
+        let (seen, order) = mpsc::channel();
+        let dead = refusing_port();
+        let first = closing_listener("first", seen.clone());
+        let second = closing_listener("second", seen);
+        let uri = |port: u16| format!("amqp://app:hunter2@127.0.0.1:{port}/%2f");
+        let settings = RabbitSettings::with_addresses([uri(dead), uri(first), uri(second)]);
+        let connector = Arc::new(Connector::new(
+            Arc::new(settings),
+            "test connection".to_owned(),
+        ));
+
+        let error = connector.connect().await.expect_err("nothing answers AMQP");
+        let text = error.to_string();
+        assert!(
+            matches!(&error, RabbitError::NoAddressAnswers { failures } if failures.len() == 3),
+            "{error:?}"
+        );
+        assert!(error.is_transient(), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(text.contains(&format!("127.0.0.1:{dead}")), "{text}");
+        assert_eq!(order.try_iter().collect::<Vec<_>>(), ["first", "second"]);
+
+        // After a loss on address 1, the next attempt starts at address 2.
+        connector.next_endpoint.store(2, Ordering::Release);
+        let error = connector.connect().await.expect_err("nothing answers AMQP");
+        let RabbitError::NoAddressAnswers { failures } = &error else {
+            panic!("{error:?}");
+        };
+        let tried: Vec<String> = failures.iter().map(ToString::to_string).collect();
+        assert!(tried[0].contains(&format!(":{second}/")), "{tried:#?}");
+        assert!(tried[1].contains(&format!(":{dead}/")), "{tried:#?}");
+        assert!(tried[2].contains(&format!(":{first}/")), "{tried:#?}");
+        assert_eq!(order.try_iter().collect::<Vec<_>>(), ["second", "first"]);
+    }
+
+    #[tokio::test]
+    async fn a_single_uri_fails_with_its_own_error() {
+        let dead = refusing_port();
+        let settings = RabbitSettings::new(format!("amqp://app:hunter2@127.0.0.1:{dead}/%2f"));
+        let connector = Connector::new(Arc::new(settings), "test connection".to_owned());
+        let error = connector.connect().await.expect_err("refused");
+        assert!(matches!(error, RabbitError::Connect { .. }), "{error:?}");
+        assert!(!error.to_string().contains("hunter2"), "{error}");
     }
 }

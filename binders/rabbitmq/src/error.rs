@@ -31,6 +31,13 @@ pub enum RabbitError {
         /// The `connect-timeout` setting.
         timeout: std::time::Duration,
     },
+    /// No address of the binder's `addresses` took a connection in one
+    /// attempt.
+    #[error("cannot connect to any of {} addresses: {}", failures.len(), list_failures(failures))]
+    NoAddressAnswers {
+        /// Why each address failed, in the order tried (URIs redacted).
+        failures: Vec<RabbitError>,
+    },
     /// No connection yet, and no attempt to tell why.
     #[error("connection `{connection}` is not established yet")]
     NotConnected {
@@ -130,7 +137,25 @@ pub enum RabbitError {
     },
 }
 
+fn list_failures(failures: &[RabbitError]) -> String {
+    failures
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 impl RabbitError {
+    /// The outcome of one connection attempt over several addresses that
+    /// all failed: the single failure itself, or all of them.
+    pub(crate) fn from_attempts(mut failures: Vec<RabbitError>) -> Self {
+        if failures.len() == 1 {
+            failures.remove(0)
+        } else {
+            Self::NoAddressAnswers { failures }
+        }
+    }
+
     /// A failed channel operation.
     pub(crate) fn channel(action: impl Into<String>, source: lapin::Error) -> Self {
         Self::Channel {
@@ -146,6 +171,19 @@ impl RabbitError {
             Self::Connect { .. } => BinderErrorKind::Connection,
             Self::ConnectTimeout { .. } | Self::ConfirmTimeout { .. } => BinderErrorKind::Timeout,
             Self::NotConnected { .. } => BinderErrorKind::Connection,
+            // Transient when any address may answer later.
+            Self::NoAddressAnswers { failures } => failures
+                .iter()
+                .map(Self::kind)
+                .find(|kind| {
+                    matches!(
+                        kind,
+                        BinderErrorKind::Connection
+                            | BinderErrorKind::Timeout
+                            | BinderErrorKind::Closed
+                    )
+                })
+                .unwrap_or(BinderErrorKind::Provisioning),
             Self::ChannelGone { .. } => BinderErrorKind::Closed,
             Self::Channel { source, .. } if is_transient(source) => BinderErrorKind::Connection,
             Self::Channel { .. } => BinderErrorKind::Provisioning,

@@ -34,6 +34,15 @@
 //! ([`RabbitError::Refused`], rejected); the others are confirmed as
 //! usual.
 //!
+//! A nack (the broker could not take the message) is published again too,
+//! on a new channel, with back-off, for at most [`NACK_PATIENCE`] (and
+//! within `confirm-timeout`); only then does the send fail as rejected.
+//! RabbitMQ 3.10's quorum-queue client can keep nacking every publish of
+//! a channel that first published to the queue while its leader's node
+//! was going down, for as long as that channel lives, while a new channel
+//! finds the new leader (tests/cluster_rabbitmq.rs); a full
+//! `reject-publish` queue may have room a moment later.
+//!
 //! A message whose content header would not fit in one frame
 //! (`frame_max`) is refused before publishing: RabbitMQ would close the
 //! whole shared connection for it. A return on a producer that declares
@@ -43,7 +52,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -74,6 +83,17 @@ const FRAME_OVERHEAD: usize = 8;
 /// The largest `x-bindery-seq` entry: name, type tag, length and 20 digits.
 const SEQUENCE_ENTRY_MAX: usize = 1 + SEQUENCE_HEADER.len() + 1 + 4 + 20;
 
+/// How long a nacked message is published again on new channels before
+/// the send fails as rejected.
+pub(crate) const NACK_PATIENCE: Duration = Duration::from_secs(10);
+
+/// Longest pause between publishes of a nacked message.
+const NACK_LONGEST_PAUSE: Duration = Duration::from_secs(2);
+
+/// A publish written on channel number `.0` of its producer, and where
+/// its outcome will come.
+type Sent = (u64, oneshot::Receiver<Outcome>);
+
 /// Where a producer publishes.
 #[derive(Clone, Debug)]
 pub(crate) struct Route {
@@ -96,6 +116,8 @@ pub(crate) struct Publisher {
     confirm_timeout: Duration,
     retry_pause: Duration,
     current: tokio::sync::Mutex<Option<PublishChannel>>,
+    /// Channels opened so far: the current one's number.
+    opened: AtomicU64,
     /// A publish was returned although the topology declares queues: one
     /// was deleted; declare again before the next publish.
     redeclare: AtomicBool,
@@ -105,6 +127,8 @@ pub(crate) struct Publisher {
 /// A channel in confirm mode and its pump.
 struct PublishChannel {
     channel: Channel,
+    /// Its number among the producer's channels.
+    number: u64,
     next_seq: u64,
     /// The connection's negotiated `frame_max`.
     frame_max: u32,
@@ -164,6 +188,7 @@ impl Publisher {
             confirm_timeout,
             retry_pause,
             current: tokio::sync::Mutex::new(None),
+            opened: AtomicU64::new(0),
             redeclare: AtomicBool::new(false),
             closings,
         })
@@ -203,6 +228,7 @@ impl Publisher {
                     tokio::spawn(run_pump(commands));
                     return Ok(PublishChannel {
                         channel,
+                        number: self.opened.fetch_add(1, Ordering::AcqRel) + 1,
                         next_seq: 1,
                         frame_max: connection.configuration().frame_max(),
                         pump,
@@ -228,11 +254,7 @@ impl Publisher {
 
     /// Publishes `outgoing` and returns where its outcome will come.
     /// Opens a channel first if there is none, as `patience` allows.
-    async fn publish(
-        &self,
-        outgoing: &Outgoing,
-        patience: Patience,
-    ) -> Result<oneshot::Receiver<Outcome>> {
+    async fn publish(&self, outgoing: &Outgoing, patience: Patience) -> Result<Sent> {
         let mut current = self.current.lock().await;
         self.publish_locked(&mut current, outgoing, patience).await
     }
@@ -240,7 +262,11 @@ impl Publisher {
     /// Publishes `outgoing` on a channel with nothing else unconfirmed,
     /// and keeps the producer's lock until its outcome is known, so that
     /// a channel the broker closes meanwhile was closed for this message.
-    async fn publish_alone(&self, outgoing: &Outgoing, deadline: Instant) -> Result<Outcome> {
+    async fn publish_alone(
+        &self,
+        outgoing: &Outgoing,
+        deadline: Instant,
+    ) -> Result<(u64, Outcome)> {
         let mut current = self.current.lock().await;
         if let Some(publishing) = current.as_ref() {
             let (done, flushed) = oneshot::channel();
@@ -248,15 +274,18 @@ impl Publisher {
                 let _ = tokio::time::timeout_at(deadline, flushed).await;
             }
         }
-        let outcome = self
+        let (number, outcome) = self
             .publish_locked(&mut current, outgoing, Patience::Until(deadline))
             .await?;
         match tokio::time::timeout_at(deadline, outcome).await {
-            Ok(Ok(outcome)) => Ok(outcome),
-            Ok(Err(_)) => Ok(Outcome::Lost {
-                why: "the publishing channel was closed".to_owned(),
-                refused: None,
-            }),
+            Ok(Ok(outcome)) => Ok((number, outcome)),
+            Ok(Err(_)) => Ok((
+                number,
+                Outcome::Lost {
+                    why: "the publishing channel was closed".to_owned(),
+                    refused: None,
+                },
+            )),
             Err(_) => Err(RabbitError::ConfirmTimeout {
                 exchange: outgoing.exchange.to_string(),
                 timeout: self.confirm_timeout,
@@ -270,7 +299,7 @@ impl Publisher {
         current: &mut Option<PublishChannel>,
         outgoing: &Outgoing,
         patience: Patience,
-    ) -> Result<oneshot::Receiver<Outcome>> {
+    ) -> Result<Sent> {
         let header_size = mapping::content_header_size(&outgoing.properties) + SEQUENCE_ENTRY_MAX;
         loop {
             let usable = current
@@ -336,7 +365,7 @@ impl Publisher {
                         confirm,
                         reply,
                     });
-                    return Ok(outcome);
+                    return Ok((publishing.number, outcome));
                 }
                 Err(error) => {
                     drop(announced);
@@ -359,17 +388,21 @@ impl Publisher {
     async fn confirm(
         self: Arc<Self>,
         outgoing: Outgoing,
-        outcome: oneshot::Receiver<Outcome>,
+        sent: Sent,
         deadline: Instant,
     ) -> Result<()> {
-        /// Where the next outcome comes from.
+        /// Where the next outcome comes from, and the number of the
+        /// channel it was published on.
         enum Next {
-            Pending(oneshot::Receiver<Outcome>),
+            Pending(Sent),
             /// Of a publish made alone.
-            Alone(Outcome),
+            Alone((u64, Outcome)),
         }
-        let mut next = Next::Pending(outcome);
+        let mut next = Next::Pending(sent);
         let mut republished = 0u32;
+        // Set by the first nack: publishing again ends there.
+        let mut nacked_until: Option<Instant> = None;
+        let mut nack_pause = self.retry_pause;
         // The broker closed a channel this message was unconfirmed on
         // because of some publish: from now on it is published alone.
         let mut suspect = false;
@@ -379,18 +412,19 @@ impl Publisher {
                 timeout: self.confirm_timeout,
                 last_error,
             };
-            let (result, alone) = match next {
-                Next::Alone(outcome) => (outcome, true),
-                Next::Pending(mut outcome) => {
+            let (result, alone, channel) = match next {
+                Next::Alone((channel, outcome)) => (outcome, true, channel),
+                Next::Pending((channel, mut outcome)) => {
                     match tokio::time::timeout_at(deadline, &mut outcome).await {
                         Err(_) => return Err(timed_out(None)),
-                        Ok(Ok(result)) => (result, false),
+                        Ok(Ok(result)) => (result, false, channel),
                         Ok(Err(_)) => (
                             Outcome::Lost {
                                 why: "the publishing channel was closed".to_owned(),
                                 refused: None,
                             },
                             false,
+                            channel,
                         ),
                     }
                 }
@@ -403,9 +437,39 @@ impl Publisher {
                     return Ok(());
                 }
                 Outcome::Nacked => {
-                    return Err(RabbitError::Nacked {
-                        exchange: outgoing.exchange.to_string(),
-                    });
+                    let until = *nacked_until
+                        .get_or_insert_with(|| (Instant::now() + NACK_PATIENCE).min(deadline));
+                    if Instant::now() + nack_pause >= until {
+                        return Err(RabbitError::Nacked {
+                            exchange: outgoing.exchange.to_string(),
+                        });
+                    }
+                    if republished == 0 {
+                        warn!(binding = %self.binding, "the broker nacked a send; publishing it again on a new channel for up to {NACK_PATIENCE:?}");
+                    }
+                    republished += 1;
+                    let pause = nack_pause;
+                    nack_pause = (nack_pause * 2).min(NACK_LONGEST_PAUSE);
+                    // In a task of its own, as below.
+                    let publisher = self.clone();
+                    let again = outgoing.clone();
+                    let published = tokio::spawn(async move {
+                        publisher.retire(channel).await;
+                        tokio::time::sleep(pause).await;
+                        publisher
+                            .publish(&again, Patience::Until(deadline))
+                            .await
+                            .map(Next::Pending)
+                    })
+                    .await;
+                    next = match published {
+                        Ok(Ok(next)) => next,
+                        Ok(Err(error)) if error.is_transient() => {
+                            return Err(timed_out(Some(error.to_string())));
+                        }
+                        Ok(Err(error)) => return Err(error),
+                        Err(join) => return Err(timed_out(Some(join.to_string()))),
+                    };
                 }
                 Outcome::Returned {
                     exchange,
@@ -469,6 +533,19 @@ impl Publisher {
                     };
                 }
             }
+        }
+    }
+
+    /// Closes channel number `number` if it is still the current one, so
+    /// that the next publish opens a new one. Its unconfirmed publishes
+    /// are published again as lost.
+    async fn retire(&self, number: u64) {
+        let mut current = self.current.lock().await;
+        if current.as_ref().is_some_and(|c| c.number == number) {
+            let publishing = current.take().expect("checked");
+            debug!(binding = %self.binding, "closing a channel the broker nacked a publish on");
+            self.closings
+                .close(publishing.channel, "the broker nacked a publish");
         }
     }
 

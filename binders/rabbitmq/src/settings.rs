@@ -9,16 +9,28 @@ use serde::{Deserialize, Deserializer};
 
 /// `[binders.NAME]` settings of a RabbitMQ binder (`type = "rabbitmq"`).
 ///
-/// The URI may hold a secret as `${VAR}`; the password never appears in
+/// The URIs may hold a secret as `${VAR}`; the password never appears in
 /// logs or errors (see [`redact_uri`]).
 #[derive(Clone, Deserialize)]
-#[serde(rename_all = "kebab-case", default)]
+#[serde(from = "RawSettings")]
 #[non_exhaustive]
 pub struct RabbitSettings {
     /// The broker, as `amqp://user:password@host:port/vhost`. Default
     /// `amqp://guest:guest@127.0.0.1:5672/%2f`. lapin reads `heartbeat`,
     /// `frame_max`, `channel_max` and `connection_timeout` from the query.
+    /// Not together with `addresses`.
     pub uri: String,
+    /// The nodes of a cluster, as AMQP URIs like `uri`, meant as Spring's
+    /// `spring.rabbitmq.addresses`: every connection attempt (the first
+    /// and each reconnection) tries them in order until one answers,
+    /// starting with the one after the address whose connection was lost
+    /// last. Empty (the default) means `uri` alone. In a file a list; in an
+    /// environment variable one string, comma-separated.
+    pub addresses: Vec<String>,
+    /// Whether `uri` was given (by [`RabbitSettings::new`] or in the
+    /// configuration) rather than defaulted, so that giving it beside
+    /// `addresses` can be reported.
+    uri_given: bool,
     /// Prefix of the connection names the broker shows (management UI,
     /// `rabbitmqctl list_connections`). Default `bindery`.
     pub connection_name: String,
@@ -45,10 +57,15 @@ pub struct RabbitSettings {
     pub consumer_timeout: Duration,
 }
 
+/// The broker when neither `uri` nor `addresses` is given.
+const DEFAULT_URI: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
 impl Default for RabbitSettings {
     fn default() -> Self {
         Self {
-            uri: "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned(),
+            uri: DEFAULT_URI.to_owned(),
+            addresses: Vec::new(),
+            uri_given: false,
             connection_name: "bindery".to_owned(),
             reconnect_initial_interval: Duration::from_millis(500),
             reconnect_max_interval: Duration::from_secs(30),
@@ -64,8 +81,35 @@ impl RabbitSettings {
     pub fn new(uri: impl Into<String>) -> Self {
         Self {
             uri: uri.into(),
+            uri_given: true,
             ..Self::default()
         }
+    }
+
+    /// Settings for the cluster whose nodes are at `addresses` (AMQP
+    /// URIs), tried in order (see the field), with defaults otherwise.
+    pub fn with_addresses<S: Into<String>>(addresses: impl IntoIterator<Item = S>) -> Self {
+        Self {
+            addresses: addresses.into_iter().map(Into::into).collect(),
+            ..Self::default()
+        }
+    }
+
+    /// The URIs connections are made to, in order: `addresses`, or `uri`
+    /// alone when `addresses` is empty.
+    pub fn endpoints(&self) -> &[String] {
+        if self.addresses.is_empty() {
+            std::slice::from_ref(&self.uri)
+        } else {
+            &self.addresses
+        }
+    }
+
+    /// Sets the cluster's addresses (see the field); not together with a
+    /// URI given to [`new`](Self::new).
+    pub fn addresses<S: Into<String>>(mut self, addresses: impl IntoIterator<Item = S>) -> Self {
+        self.addresses = addresses.into_iter().map(Into::into).collect();
+        self
     }
 
     /// Sets the connection-name prefix.
@@ -93,25 +137,59 @@ impl RabbitSettings {
         self
     }
 
-    /// The URI with its password masked, for logs and errors.
+    /// The URI with its password masked, for logs and errors; with
+    /// `addresses`, every address masked, comma-separated.
     pub fn redacted_uri(&self) -> String {
-        redact_uri(&self.uri)
+        self.endpoints()
+            .iter()
+            .map(|uri| redact_uri(uri))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// Adds a problem for each setting that cannot work.
     pub(crate) fn check(&self, path: &str, problems: &mut Vec<Problem>) {
-        if let Err(e) = self.uri.parse::<lapin::uri::AMQPUri>() {
+        if self.uri_given && !self.addresses.is_empty() {
             problems.push(
                 Problem::new(
-                    format!("{path}.uri"),
+                    format!("{path}.addresses"),
                     format!(
-                        "`{}` is not an AMQP URI: {}",
-                        redact_uri(&self.uri),
-                        scrub(&e, &self.uri)
+                        "both `uri` ({}) and `addresses` are set; give one of them",
+                        redact_uri(&self.uri)
                     ),
                 )
-                .hint("write amqp://user:password@host:5672/vhost (%2f for the vhost `/`)"),
+                .hint("list every node in `addresses` and remove `uri`, or keep `uri` for a single broker"),
             );
+        }
+        let checked: Vec<(String, &String)> = if self.addresses.is_empty() {
+            vec![(format!("{path}.uri"), &self.uri)]
+        } else {
+            let mut checked = vec![];
+            if self.uri_given {
+                checked.push((format!("{path}.uri"), &self.uri));
+            }
+            checked.extend(
+                self.addresses
+                    .iter()
+                    .enumerate()
+                    .map(|(i, uri)| (format!("{path}.addresses[{i}]"), uri)),
+            );
+            checked
+        };
+        for (key, uri) in checked {
+            if let Err(e) = uri.parse::<lapin::uri::AMQPUri>() {
+                problems.push(
+                    Problem::new(
+                        key,
+                        format!(
+                            "`{}` is not an AMQP URI: {}",
+                            redact_uri(uri),
+                            scrub(&e, uri)
+                        ),
+                    )
+                    .hint("write amqp://user:password@host:5672/vhost (%2f for the vhost `/`)"),
+                );
+            }
         }
         if self.reconnect_initial_interval.is_zero() {
             problems.push(Problem::new(
@@ -143,7 +221,15 @@ impl RabbitSettings {
 impl fmt::Debug for RabbitSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RabbitSettings")
-            .field("uri", &self.redacted_uri())
+            .field("uri", &redact_uri(&self.uri))
+            .field(
+                "addresses",
+                &self
+                    .addresses
+                    .iter()
+                    .map(|uri| redact_uri(uri))
+                    .collect::<Vec<_>>(),
+            )
             .field("connection_name", &self.connection_name)
             .field(
                 "reconnect_initial_interval",
@@ -155,6 +241,83 @@ impl fmt::Debug for RabbitSettings {
             .field("consumer_timeout", &self.consumer_timeout)
             .finish()
     }
+}
+
+/// `[binders.NAME]` as written: `uri` is optional here, so that giving
+/// it beside `addresses` can be told from its default.
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case", default)]
+struct RawSettings {
+    uri: Option<String>,
+    #[serde(deserialize_with = "uri_list")]
+    addresses: Vec<String>,
+    connection_name: String,
+    #[serde(with = "duration")]
+    reconnect_initial_interval: Duration,
+    #[serde(with = "duration")]
+    reconnect_max_interval: Duration,
+    #[serde(with = "duration")]
+    connect_timeout: Duration,
+    #[serde(with = "duration")]
+    confirm_timeout: Duration,
+    #[serde(with = "duration")]
+    consumer_timeout: Duration,
+}
+
+impl Default for RawSettings {
+    fn default() -> Self {
+        let settings = RabbitSettings::default();
+        Self {
+            uri: None,
+            addresses: settings.addresses,
+            connection_name: settings.connection_name,
+            reconnect_initial_interval: settings.reconnect_initial_interval,
+            reconnect_max_interval: settings.reconnect_max_interval,
+            connect_timeout: settings.connect_timeout,
+            confirm_timeout: settings.confirm_timeout,
+            consumer_timeout: settings.consumer_timeout,
+        }
+    }
+}
+
+impl From<RawSettings> for RabbitSettings {
+    fn from(raw: RawSettings) -> Self {
+        Self {
+            uri_given: raw.uri.is_some(),
+            uri: raw.uri.unwrap_or_else(|| DEFAULT_URI.to_owned()),
+            addresses: raw.addresses,
+            connection_name: raw.connection_name,
+            reconnect_initial_interval: raw.reconnect_initial_interval,
+            reconnect_max_interval: raw.reconnect_max_interval,
+            connect_timeout: raw.connect_timeout,
+            confirm_timeout: raw.confirm_timeout,
+            consumer_timeout: raw.consumer_timeout,
+        }
+    }
+}
+
+/// `addresses`: a list of URIs, or one string of comma-separated URIs
+/// (what an environment variable can hold).
+fn uri_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum List {
+        One(String),
+        Many(Vec<String>),
+    }
+    let list = match List::deserialize(deserializer).map_err(|_| {
+        serde::de::Error::custom(
+            "expected a list of AMQP URIs, or one string of comma-separated URIs",
+        )
+    })? {
+        List::One(text) => text.split(',').map(str::to_owned).collect(),
+        List::Many(list) => list,
+    };
+    Ok(list
+        .into_iter()
+        .map(|uri| uri.trim().to_owned())
+        .filter(|uri| !uri.is_empty())
+        .collect())
 }
 
 /// Masks the password of an AMQP URI: `amqp://user:****@host/vhost`.
@@ -238,6 +401,13 @@ pub struct RabbitBindingOptions {
     /// Declares group queues as quorum queues (`x-queue-type = quorum`).
     /// Anonymous queues stay classic. Default false.
     pub quorum: bool,
+    /// Declares the dead-letter queue as a quorum queue (Spring's
+    /// `dlqQuorum.enabled`). Default false, as in Spring: then the DLQ is a
+    /// classic queue on the node that declared it, and while that node is
+    /// down a consumer of the group cannot subscribe, in a cluster too,
+    /// since it declares its DLQ first. With `quorum`, set this for a group
+    /// that survives the loss of any node.
+    pub dlq_quorum: bool,
     /// Messages older than this expire from the group queue
     /// (`x-message-ttl`; milliseconds or `"30s"`). Default none.
     #[serde(deserialize_with = "optional_duration")]
@@ -271,6 +441,7 @@ impl Default for RabbitBindingOptions {
         Self {
             exchange_type: ExchangeType::Topic,
             quorum: false,
+            dlq_quorum: false,
             ttl: None,
             max_length: None,
             single_active_consumer: false,
@@ -382,6 +553,7 @@ mod tests {
         let options: RabbitBindingOptions = serde_json::from_value(serde_json::json!({
             "exchange-type": "direct",
             "quorum": true,
+            "dlq-quorum": true,
             "ttl": 60000,
             "max-length": 10,
             "single-active-consumer": true,
@@ -393,7 +565,83 @@ mod tests {
         assert_eq!(options.ttl, Some(Duration::from_secs(60)));
         assert_eq!(options.max_length, Some(10));
         assert!(options.quorum && options.single_active_consumer && options.durable_subscription);
+        assert!(options.dlq_quorum);
         assert_eq!(options.dead_letter_queue_name.as_deref(), Some("parking"));
+    }
+
+    #[test]
+    fn addresses_read_as_a_list_or_one_comma_separated_string() {
+        let listed: RabbitSettings = serde_json::from_value(serde_json::json!({
+            "addresses": ["amqp://u:p@h1:5672/%2f", "amqp://u:p@h2:5672/%2f"],
+        }))
+        .unwrap();
+        let joined: RabbitSettings = serde_json::from_value(serde_json::json!({
+            "addresses": "amqp://u:p@h1:5672/%2f, amqp://u:p@h2:5672/%2f,",
+        }))
+        .unwrap();
+        for settings in [&listed, &joined] {
+            assert_eq!(
+                settings.endpoints(),
+                ["amqp://u:p@h1:5672/%2f", "amqp://u:p@h2:5672/%2f"]
+            );
+            let mut problems = Vec::new();
+            settings.check("binders.rabbit", &mut problems);
+            assert!(problems.is_empty(), "{problems:?}");
+        }
+        // Without addresses, the URI (given or default) is the one endpoint.
+        let single: RabbitSettings =
+            serde_json::from_value(serde_json::json!({ "uri": "amqp://h3/%2f" })).unwrap();
+        assert_eq!(single.endpoints(), ["amqp://h3/%2f"]);
+        assert_eq!(RabbitSettings::default().endpoints(), [DEFAULT_URI]);
+        assert!(
+            serde_json::from_value::<RabbitSettings>(serde_json::json!({ "addresses": 5 }))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn uri_and_addresses_together_are_refused_without_showing_passwords() {
+        let from_config: RabbitSettings = serde_json::from_value(serde_json::json!({
+            "uri": "amqp://app:hunter2@one/%2f",
+            "addresses": ["amqp://app:hunter2@two/%2f"],
+        }))
+        .unwrap();
+        let from_code = RabbitSettings::new("amqp://app:hunter2@one/%2f")
+            .addresses(["amqp://app:hunter2@two/%2f"]);
+        for settings in [from_config, from_code] {
+            let mut problems = Vec::new();
+            settings.check("binders.rabbit", &mut problems);
+            let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
+            assert_eq!(problems.len(), 1, "{text:#?}");
+            assert_eq!(problems[0].path, "binders.rabbit.addresses");
+            assert!(text[0].contains("both `uri`"), "{text:#?}");
+            assert!(text[0].contains("give one of them"), "{text:#?}");
+            assert!(!text[0].contains("hunter2"), "{text:#?}");
+        }
+        // The default URI beside addresses is not "both".
+        let mut problems = Vec::new();
+        RabbitSettings::default()
+            .addresses(["amqp://two/%2f"])
+            .check("b", &mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+    }
+
+    #[test]
+    fn every_address_is_checked_and_redacted() {
+        let settings =
+            RabbitSettings::with_addresses(["amqp://u:hunter2@h1/%2f", "http://u:hunter2@h2"]);
+        let mut problems = Vec::new();
+        settings.check("binders.rabbit", &mut problems);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].path, "binders.rabbit.addresses[1]");
+        assert!(!problems[0].to_string().contains("hunter2"), "{problems:?}");
+        let debug = format!("{settings:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(debug.contains("amqp://u:****@h1/%2f"), "{debug}");
+        assert_eq!(
+            settings.redacted_uri(),
+            "amqp://u:****@h1/%2f,http://u:****@h2"
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! | group | `<destination>.<group>` | durable queue bound with each routing key |
 //! | no group | `anonymous.<id>` | exclusive, auto-delete queue |
 //! | dead letters | `DLX` | durable direct exchange |
-//! | dead-letter queue | `<destination>.<group>.dlq` | durable queue bound to `DLX` with `<destination>.<group>` |
+//! | dead-letter queue | `<destination>.<group>.dlq` | durable queue (quorum with `dlq-quorum`) bound to `DLX` with `<destination>.<group>` |
 //!
 //! A group queue carries `x-dead-letter-exchange = DLX` and
 //! `x-dead-letter-routing-key = <destination>.<group>` (unless
@@ -174,12 +174,16 @@ impl Topology {
             name: DEAD_LETTER_EXCHANGE.to_owned(),
             kind: ExchangeType::Direct,
         });
+        let mut arguments = FieldTable::default();
+        if options.dlq_quorum {
+            arguments.insert("x-queue-type".into(), long("quorum"));
+        }
         self.queues.push(QueueDecl {
             name: dead_letter_queue_name(queue, options),
             durable: true,
             exclusive: false,
             auto_delete: false,
-            arguments: FieldTable::default(),
+            arguments,
             bindings: vec![(DEAD_LETTER_EXCHANGE.to_owned(), queue.to_owned())],
         });
     }
@@ -454,6 +458,38 @@ mod tests {
             .find(|q| q.name == "parking")
             .unwrap();
         assert_eq!(dlq.bindings, [("DLX".to_owned(), "billing".to_owned())]);
+        // A classic DLQ unless asked, as in Spring, even beside a quorum queue.
+        assert_eq!(text(&dlq.arguments, "x-queue-type"), None);
+    }
+
+    /// A classic DLQ lives on one node: while it is down, the consumer
+    /// cannot declare it, and so cannot subscribe, in a cluster too.
+    /// `dlq-quorum` replicates it as the group queue is.
+    #[test]
+    fn dlq_quorum_declares_the_dead_letter_queue_as_a_quorum_queue() {
+        let options = RabbitBindingOptions {
+            quorum: true,
+            dlq_quorum: true,
+            ..RabbitBindingOptions::default()
+        };
+        let spec = ConsumerSpec::new("in", "orders")
+            .group("billing")
+            .dead_letter(true);
+        for topology in [
+            Topology::consumer(&spec, &options, "unused"),
+            Topology::dead_letters("orders.billing", &options),
+        ] {
+            let dlq = topology
+                .queues
+                .iter()
+                .find(|q| q.name == "orders.billing.dlq")
+                .unwrap();
+            assert!(dlq.durable && !dlq.auto_delete && !dlq.exclusive);
+            assert_eq!(
+                text(&dlq.arguments, "x-queue-type").as_deref(),
+                Some("quorum")
+            );
+        }
     }
 
     #[test]
