@@ -1156,6 +1156,64 @@ mod audit {
         drop(held);
     }
 
+    /// Found on a three-node cluster (tests/cluster_kafka.rs): a member
+    /// paused for want of permits lost its partitions (a rebalance, or a
+    /// session lost with a killed coordinator) and freed its permits before
+    /// it got them back; librdkafka keeps the pause of a partition across
+    /// revocation and assignment, so the partition came back paused and
+    /// never delivered again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn b06_partitions_paused_before_a_rebalance_deliver_again_after_it() {
+        init_logging();
+        const COUNT: u64 = 32;
+        let binder = binder_with("b06-repause", 2, impatient);
+        let topic = unique_name("b06-repause");
+        let group = unique_name("b06-repause-group");
+        let producer = binder
+            .bind_producer(&ProducerSpec::new("out", &topic))
+            .await
+            .expect("bind producer");
+        let spec = ConsumerSpec::new("in", &topic).group(&group).prefetch(1);
+        let mut slow = binder
+            .bind_consumer(&spec)
+            .await
+            .expect("bind the slow member");
+        // Keys k0..k31: records on both partitions.
+        send_all(producer.as_ref(), (0..COUNT).map(numbered)).await;
+        let held = recv(slow.as_mut(), "a record to hold").await;
+        // Every permit held past pause_after (1 s here): both partitions paused.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+
+        // A second member: both partitions revoked from the slow one, one
+        // given back to it (paused again) and one to the newcomer.
+        let mut joining = binder
+            .bind_consumer(&spec)
+            .await
+            .expect("bind the second member");
+        let taken = recv(joining.as_mut(), "a record for the new member").await;
+        // The permit frees now: the slow member resumes what it has.
+        let _ = held.ack().await;
+        drop(taken);
+        drop(joining);
+
+        // The newcomer left: the slow member gets both partitions again and
+        // must deliver every record, none of them having been committed
+        // except perhaps the held one.
+        let mut seen = BTreeSet::new();
+        let deadline = Instant::now() + Duration::from_secs(40);
+        while seen.len() < COUNT as usize - 1 {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let Ok(Some(delivery)) = tokio::time::timeout(remaining, slow.recv()).await else {
+                panic!(
+                    "{} of {COUNT} records delivered after the rebalance: a partition stayed paused",
+                    seen.len()
+                );
+            };
+            seen.insert(number_of(&delivery));
+            delivery.ack().await.expect("ack");
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a25_binary_header_values_survive_consuming_and_dead_lettering() {
         init_logging();

@@ -449,3 +449,66 @@ impl Drop for PrivateBroker {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// The environment variable naming the three-node cluster of the cluster
+/// fault tests (`tests/cluster_kafka.rs`).
+pub const CLUSTER_VAR: &str = "BINDERY_TEST_KAFKA_CLUSTER";
+
+/// Bootstrap list of the cluster `scripts/brokers/kafka-cluster.sh` starts.
+pub const DEFAULT_CLUSTER: &str = "127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094";
+
+/// `scripts/brokers/kafka-cluster.sh`: starts, kills and restarts the nodes
+/// of the three-node test cluster.
+pub fn kafka_cluster_script() -> PathBuf {
+    crate::process::repository_root().join("scripts/brokers/kafka-cluster.sh")
+}
+
+/// The cluster under test, `BINDERY_TEST_KAFKA_CLUSTER` or
+/// [`DEFAULT_CLUSTER`], after checking that every broker of the list
+/// accepts connections. Panics naming the script that starts it when one
+/// does not: a fault test needs the whole cluster before it kills a node.
+pub fn require_cluster() -> String {
+    let brokers = std::env::var(CLUSTER_VAR).unwrap_or_else(|_| DEFAULT_CLUSTER.to_owned());
+    let down: Vec<&str> = brokers
+        .split(',')
+        .map(str::trim)
+        .filter(|address| {
+            let address = address.split_once("://").map_or(*address, |(_, rest)| rest);
+            !address
+                .to_socket_addrs()
+                .ok()
+                .into_iter()
+                .flatten()
+                .any(|socket| TcpStream::connect_timeout(&socket, Duration::from_secs(2)).is_ok())
+        })
+        .collect();
+    assert!(
+        down.is_empty(),
+        "the Kafka cluster {CLUSTER_VAR}={brokers} is not whole: nothing answers at {}. \
+         Start it with `{} start` (three Apache Kafka KRaft nodes on 127.0.0.1:19092-19094; \
+         Java 17, jars from Maven Central)",
+        down.join(", "),
+        kafka_cluster_script().display()
+    );
+    brokers
+}
+
+/// Runs `scripts/brokers/kafka-cluster.sh` with `args` (`kill 2`,
+/// `start-node 2`, ...) and panics with its output when it fails. Blocks
+/// for as long as the script runs (a node start takes seconds).
+pub fn kafka_cluster(args: &[&str]) {
+    let output = Command::new("bash")
+        .arg(kafka_cluster_script())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run scripts/brokers/kafka-cluster.sh (bash)");
+    assert!(
+        output.status.success(),
+        "`kafka-cluster.sh {}` failed ({}):\n{}{}",
+        args.join(" "),
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

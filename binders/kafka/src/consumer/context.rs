@@ -98,6 +98,14 @@ impl ConsumerContext for ConsumerCtx {
                     if let Err(e) = consumer.pause(list) {
                         warn!(binding = %self.shared.binding, "pausing assigned partitions: {e}");
                     }
+                } else if let Err(e) = consumer.resume(list) {
+                    // librdkafka keeps an application's pause on a partition
+                    // across its revocation and assignment. A partition
+                    // paused for want of permits, revoked (a lost session, a
+                    // rebalance) before the driver resumed the assignment it
+                    // had then, would come back paused for good: the driver
+                    // resumes only what is assigned when a permit frees.
+                    warn!(binding = %self.shared.binding, "resuming assigned partitions: {e}");
                 }
             }
             Rebalance::Revoke(_) => {}
