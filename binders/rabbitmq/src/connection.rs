@@ -217,7 +217,7 @@ impl Connector {
             Ok(Err(source)) => Err(RabbitError::Connect {
                 uri: redact_uri(uri),
                 detail: scrub(&source.to_string(), uri),
-                source: Box::new(source),
+                client: Box::new(source),
             }),
             Err(_) => Err(RabbitError::ConnectTimeout {
                 uri: redact_uri(uri),

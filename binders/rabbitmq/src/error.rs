@@ -19,9 +19,10 @@ pub enum RabbitError {
         uri: String,
         /// The client's explanation, with any password masked.
         detail: String,
-        /// lapin's error.
-        #[source]
-        source: Box<lapin::Error>,
+        /// lapin's error, unmasked: kept for its kind, but not the source
+        /// of this error, so that printing the error chain (`{:#}`) can
+        /// never show a password the client quoted.
+        client: Box<lapin::Error>,
     },
     /// A connection attempt took longer than `connect-timeout`.
     #[error("cannot connect to {uri}: no answer within {timeout:?}")]
@@ -167,7 +168,7 @@ impl RabbitError {
     /// The kind the runtime decides on.
     pub fn kind(&self) -> BinderErrorKind {
         match self {
-            Self::Connect { source, .. } if !is_transient(source) => BinderErrorKind::Provisioning,
+            Self::Connect { client, .. } if !is_transient(client) => BinderErrorKind::Provisioning,
             Self::Connect { .. } => BinderErrorKind::Connection,
             Self::ConnectTimeout { .. } | Self::ConfirmTimeout { .. } => BinderErrorKind::Timeout,
             Self::NotConnected { .. } => BinderErrorKind::Connection,
@@ -266,6 +267,21 @@ pub(crate) fn is_precondition_failed(error: &lapin::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_connect_error_chain_never_shows_the_password_the_client_quoted() {
+        let uri = "amqp://app:hunter2@127.0.0.1:5672/%2f";
+        let quoted = lapin::Error::from(std::io::Error::other(format!("cannot reach {uri}")));
+        let error = RabbitError::Connect {
+            uri: crate::settings::redact_uri(uri),
+            detail: crate::settings::scrub(&quoted.to_string(), uri),
+            client: Box::new(quoted),
+        };
+        let binder: BinderError = error.into();
+        let chain = format!("{binder:#}");
+        assert!(chain.contains("cannot reach"), "{chain}");
+        assert!(!chain.contains("hunter2"), "{chain}");
+    }
 
     #[test]
     fn kinds_follow_the_runtime_contract() {
