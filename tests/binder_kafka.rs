@@ -1170,12 +1170,12 @@ mod audit {
         let topic = unique_name("b06-repause");
         let group = unique_name("b06-repause-group");
         let producer = binder
-            .bind_producer(&ProducerSpec::new("out", &topic))
+            .producer(&ProducerSpec::new("out", &topic))
             .await
             .expect("bind producer");
         let spec = ConsumerSpec::new("in", &topic).group(&group).prefetch(1);
         let mut slow = binder
-            .bind_consumer(&spec)
+            .consumer(&spec)
             .await
             .expect("bind the slow member");
         // Keys k0..k31: records on both partitions.
@@ -1187,7 +1187,7 @@ mod audit {
         // A second member: both partitions revoked from the slow one, one
         // given back to it (paused again) and one to the newcomer.
         let mut joining = binder
-            .bind_consumer(&spec)
+            .consumer(&spec)
             .await
             .expect("bind the second member");
         let taken = recv(joining.as_mut(), "a record for the new member").await;

@@ -1566,7 +1566,7 @@ async fn a_nacked_send_is_published_again_until_the_broker_takes_it() {
     let destination = unique_name("nack");
     let queue = format!("{destination}.full");
     let producer = binder
-        .bind_producer(&ProducerSpec::new("out", &destination))
+        .producer(&ProducerSpec::new("out", &destination))
         .await
         .unwrap();
     let connection = Connection::connect(&uri(), ConnectionProperties::default())
