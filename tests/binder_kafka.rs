@@ -1174,10 +1174,7 @@ mod audit {
             .await
             .expect("bind producer");
         let spec = ConsumerSpec::new("in", &topic).group(&group).prefetch(1);
-        let mut slow = binder
-            .consumer(&spec)
-            .await
-            .expect("bind the slow member");
+        let mut slow = binder.consumer(&spec).await.expect("bind the slow member");
         // Keys k0..k31: records on both partitions.
         send_all(producer.as_ref(), (0..COUNT).map(numbered)).await;
         let held = recv(slow.as_mut(), "a record to hold").await;

@@ -471,8 +471,10 @@ impl fmt::Display for DeliveryId {
 
 /// Where an inbound message came from and how often it was tried.
 ///
-/// The binder attaches it to every message it delivers; messages functions
-/// build carry none.
+/// [`Delivery::new`](crate::binder::Delivery::new) takes it from the
+/// binder's handle once per delivery; the runtime hands it to the function
+/// as data (a `Message<T>` argument carries it, see [`Message::delivery`]).
+/// Messages functions build carry none.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct DeliveryInfo {
@@ -646,8 +648,8 @@ impl<T> Message<T> {
         self.extras()?.delivery.as_ref()
     }
 
-    /// Attaches delivery facts; [`Delivery::new`](crate::binder::Delivery::new)
-    /// does this for every inbound message.
+    /// Attaches delivery facts; the runtime does this for the `Message<T>`
+    /// a function takes.
     pub fn with_delivery(mut self, delivery: DeliveryInfo) -> Self {
         self.extras_mut().delivery = Some(delivery);
         self

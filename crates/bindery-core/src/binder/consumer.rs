@@ -39,20 +39,26 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    /// A delivery of `message`, settled through `handle`. The message gets
-    /// the delivery's facts ([`Message::delivery`]), so functions read them
-    /// from the message and the acknowledger stays with the runtime.
+    /// A delivery of `message`, settled through `handle`. Its facts (the
+    /// handle's id, whether it was redelivered) are taken once, here, as a
+    /// [`DeliveryInfo`]: functions read them as data, and the acknowledger
+    /// stays with the runtime.
     pub fn new(message: Message, handle: Box<dyn DeliveryHandle>) -> Self {
         let info = DeliveryInfo::new(handle.id(), handle.redelivered());
         Self {
-            message: message.with_delivery(info),
-            acknowledger: Acknowledger(handle),
+            message,
+            acknowledger: Acknowledger { handle, info },
         }
     }
 
     /// The message.
     pub fn message(&self) -> &Message {
         &self.message
+    }
+
+    /// The delivery's facts.
+    pub fn info(&self) -> &DeliveryInfo {
+        self.acknowledger.info()
     }
 
     /// The broker's identity of this delivery, for logs.
@@ -79,45 +85,53 @@ impl Delivery {
 
 /// Settles one delivery. Dropping it unsettled leaves the message
 /// unacknowledged until its consumer goes away.
-pub struct Acknowledger(Box<dyn DeliveryHandle>);
+pub struct Acknowledger {
+    handle: Box<dyn DeliveryHandle>,
+    info: DeliveryInfo,
+}
 
 impl Acknowledger {
     /// Acknowledges the delivery.
     pub async fn ack(self) -> Result<(), BinderError> {
-        self.0.ack().await
+        self.handle.ack().await
     }
 
     /// Rejects the delivery, requeueing it or not.
     pub async fn nack(self, requeue: bool) -> Result<(), BinderError> {
-        self.0.nack(requeue).await
+        self.handle.nack(requeue).await
+    }
+
+    /// The delivery's facts, taken when it was made.
+    pub fn info(&self) -> &DeliveryInfo {
+        &self.info
     }
 
     /// The broker's identity of this delivery, for logs.
     pub fn id(&self) -> DeliveryId {
-        self.0.id()
+        self.info.id.clone()
     }
 
     /// Whether the broker delivered the message before.
     pub fn redelivered(&self) -> bool {
-        self.0.redelivered()
+        self.info.redelivered
     }
 
     /// Adds the broker-specific headers a dead letter carries.
     pub fn dead_letter_headers(&self, headers: &mut Headers) {
-        self.0.dead_letter_headers(headers);
+        self.handle.dead_letter_headers(headers);
     }
 
     /// Whether `nack(false)` hands this delivery to the broker's own
     /// dead-lettering (a RabbitMQ queue with a dead-letter exchange), so
     /// rejecting it parks the message rather than dropping it.
     pub fn broker_dead_letters(&self) -> bool {
-        self.0.broker_dead_letters()
+        self.handle.broker_dead_letters()
     }
 }
 
 impl fmt::Debug for Acknowledger {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("Acknowledger").field(&self.0.id()).finish()
+        f.debug_tuple("Acknowledger").field(&self.info.id).finish()
     }
 }
 

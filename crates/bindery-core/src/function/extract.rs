@@ -19,8 +19,8 @@ pub struct Input<'a> {
     message: &'a Message,
     codec: Codec,
     attempt: u32,
-    /// Delivery facts given for a message that does not carry them (a
-    /// later stage of a composition sees the first stage's delivery).
+    /// Delivery facts of the inbound message, given by the runtime (a later
+    /// stage of a composition sees the first stage's delivery).
     delivery: Option<&'a DeliveryInfo>,
     context: &'a Arc<Context>,
 }
@@ -47,7 +47,7 @@ impl<'a> Input<'a> {
         Self::new(&NO_MESSAGE, Codec::Json, 1, context)
     }
 
-    /// Delivery facts for a message that does not carry its own.
+    /// The delivery facts of the inbound message.
     pub fn with_delivery_info(mut self, info: &'a DeliveryInfo) -> Self {
         self.delivery = Some(info);
         self
@@ -74,7 +74,7 @@ impl<'a> Input<'a> {
     }
 
     /// Delivery facts: the broker's id for this delivery and the attempt.
-    /// A message from a binder carries them; a source poll has none.
+    /// A source poll has none.
     pub fn delivery_info(&self) -> DeliveryInfo {
         self.message
             .delivery()

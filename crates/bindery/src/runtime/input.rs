@@ -61,7 +61,7 @@ impl InputBinding {
     ) -> Result<InFlight, Disposition> {
         let mut attempt = 1;
         loop {
-            let error = match self.invoke.attempt(message, attempt).await {
+            let error = match self.invoke.attempt(message, acker.info(), attempt).await {
                 Ok(confirmations) => {
                     return Ok(InFlight {
                         confirmations,

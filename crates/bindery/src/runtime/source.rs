@@ -16,9 +16,9 @@ use bindery_core::binder::Confirmation;
 use bindery_core::config::PollerSettings;
 use bindery_core::function::{Context, Function, Input, Outcome};
 use bindery_core::message::Message;
-use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -99,7 +99,19 @@ impl Source {
             self.counters.bump(Event::Filtered);
         }
         for message in messages {
-            let sent = self.output.send(message.clone()).await;
+            let sent = match self.output.send(message.clone()).await {
+                // Confirmed at once (the memory binder, a broker's quick
+                // answer): nothing to wait for or resend.
+                Ok(mut confirmation) => match (&mut confirmation).now_or_never() {
+                    Some(Ok(())) => {
+                        self.output.record(1, &Ok(()));
+                        continue;
+                    }
+                    Some(Err(error)) => Ok(Confirmation::failed(error)),
+                    None => Ok(confirmation),
+                },
+                failed => failed,
+            };
             let output = self.output.clone();
             let shutdown = self.shutdown.clone();
             window.push(Box::pin(confirm_or_resend(output, message, sent, shutdown)));

@@ -229,7 +229,7 @@ mod tests {
         sender.send(message(7), Box::new(Tag(7))).await.unwrap();
         let delivery = receiver.recv().await.unwrap();
         assert_eq!(&delivery.message().payload()[..], b"7");
-        assert_eq!(delivery.message().delivery().unwrap().id.to_string(), "q#7");
+        assert_eq!(delivery.info().id.to_string(), "q#7");
     }
 
     #[tokio::test]

@@ -19,10 +19,15 @@ pub(crate) struct Confirmations {
 }
 
 impl Confirmations {
-    /// Records one more sent message.
-    pub(crate) fn push(&mut self, confirmation: Confirmation) {
+    /// Records one more sent message. A confirmation that is in already
+    /// (the memory binder, a quick broker) is noted at once rather than
+    /// kept: the common case then allocates nothing.
+    pub(crate) fn push(&mut self, mut confirmation: Confirmation) {
         self.sent += 1;
-        self.waiting.push_back(confirmation);
+        match (&mut confirmation).now_or_never() {
+            Some(result) => self.note(result),
+            None => self.waiting.push_back(confirmation),
+        }
     }
 
     /// How many messages were sent.
@@ -50,14 +55,16 @@ impl Confirmations {
     /// memory binder), without waiting: this saves boxing a settlement per
     /// message. Failures seen on the way are kept, never lost (audit A1).
     pub(crate) fn try_now(&mut self) -> Option<Result<(), BinderError>> {
-        let mut still_waiting = VecDeque::new();
-        while let Some(mut confirmation) = self.waiting.pop_front() {
-            match (&mut confirmation).now_or_never() {
-                Some(result) => self.note(result),
-                None => still_waiting.push_back(confirmation),
-            }
-        }
-        self.waiting = still_waiting;
+        let first_error = &mut self.first_error;
+        self.waiting
+            .retain_mut(|confirmation| match confirmation.now_or_never() {
+                Some(Err(error)) => {
+                    first_error.get_or_insert(error);
+                    false
+                }
+                Some(Ok(())) => false,
+                None => true,
+            });
         if self.waiting.is_empty() {
             Some(self.first_error.take().map_or(Ok(()), Err))
         } else {

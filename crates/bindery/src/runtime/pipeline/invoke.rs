@@ -15,7 +15,7 @@ use std::time::Duration;
 use bindery_core::codec::{Codec, DecodeError};
 use bindery_core::error::FunctionError;
 use bindery_core::function::{Context, Function, Input, Outcome, SendError};
-use bindery_core::message::Message;
+use bindery_core::message::{DeliveryInfo, Message};
 use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
@@ -53,11 +53,12 @@ impl Invoke {
     pub(crate) async fn attempt(
         &self,
         message: &Message,
+        delivery: &DeliveryInfo,
         attempt: u32,
     ) -> Result<Confirmations, Failure> {
         let codec = self.codec_of(message)?;
         let output_codec = self.output.as_ref().map_or(Codec::Json, |o| o.codec());
-        let input = Input::new(message, codec, attempt, &self.context);
+        let input = Input::new(message, codec, attempt, &self.context).with_delivery_info(delivery);
         // Extractors run when the call is made, the function when it is awaited.
         let call = std::panic::catch_unwind(AssertUnwindSafe(|| {
             self.function.call(&input, output_codec)
@@ -174,9 +175,9 @@ mod tests {
     }
 
     async fn run(stage: &Invoke, payload: &'static [u8]) -> Result<Confirmations, Failure> {
-        let (message, _acker) =
+        let (message, acker) =
             Delivery::new(Message::new(Bytes::from_static(payload)), Box::new(Handle)).into_parts();
-        stage.attempt(&message, 1).await
+        stage.attempt(&message, acker.info(), 1).await
     }
 
     #[tokio::test]
