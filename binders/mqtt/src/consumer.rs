@@ -25,7 +25,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use rumqttc::Outgoing;
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::mqttbytes::v5::{ConnAck, Packet, Publish};
+use rumqttc::v5::mqttbytes::v5::{Packet, Publish};
 use rumqttc::v5::{AsyncClient, Event, EventLoop};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -194,30 +194,28 @@ async fn drive(
     let _slot = plan.slot.clone();
     let mut pauses = plan.config.pauses();
     let mut awaiting_subacks = 0usize;
-    let mut connected_once = false;
     loop {
         match eventloop.poll().await {
-            Ok(Event::Incoming(Packet::ConnAck(ConnAck {
-                session_present, ..
-            }))) => {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 shared.epoch.fetch_add(1, Ordering::SeqCst);
                 pauses.reset();
                 health.up();
-                if !connected_once || !session_present {
-                    for filter in &plan.filters {
-                        if shared
-                            .client
-                            .try_subscribe(filter.clone(), QoS::AtLeastOnce)
-                            .is_ok()
-                        {
-                            awaiting_subacks += 1;
-                        }
-                    }
-                    for filter in &plan.unsubscribe {
-                        let _ = shared.client.try_unsubscribe(filter.clone());
+                // Subscribe on every connection, resumed session or not:
+                // Mosquitto (2.0) restores a persistent session's queued
+                // messages from its store after a restart but not its
+                // shared subscriptions, and subscribing again is harmless.
+                for filter in &plan.filters {
+                    if shared
+                        .client
+                        .try_subscribe(filter.clone(), QoS::AtLeastOnce)
+                        .is_ok()
+                    {
+                        awaiting_subacks += 1;
                     }
                 }
-                connected_once = true;
+                for filter in &plan.unsubscribe {
+                    let _ = shared.client.try_unsubscribe(filter.clone());
+                }
             }
             Ok(Event::Incoming(Packet::SubAck(ack))) => {
                 let checked = check_suback(&plan.filters, &ack.return_codes);
