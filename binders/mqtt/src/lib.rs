@@ -442,11 +442,14 @@ pub struct MqttProvider;
 impl BinderProvider for MqttProvider {
     const TYPE: &'static str = TYPE;
     /// No single-message requeue (MQTT has no way to give one message
-    /// back), fair dispatch (the broker hands shared-subscription messages
-    /// to members with room under their receive maximum; Mosquitto
-    /// round-robins), no group redrive, no partitions.
+    /// back), no fair dispatch (Mosquitto hands a shared subscription's
+    /// messages to the members by turns when they are published, and queues
+    /// a busy member's share in its session instead of giving it to a free
+    /// member), no group redrive (redrive publishes to the destination), no
+    /// partitions.
     const CAPABILITIES: Capabilities = Capabilities::all()
         .with_requeue_single(false)
+        .with_fair_dispatch(false)
         .with_group_redrive(false)
         .with_partitions(false);
     type Settings = MqttSettings;

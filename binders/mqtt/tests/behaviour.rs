@@ -292,3 +292,50 @@ async fn a_pattern_with_hash_in_the_middle_is_refused() {
     assert_eq!(error.kind(), BinderErrorKind::InvalidOptions, "{error:#}");
     assert!(!error.is_transient());
 }
+
+/// How Mosquitto shares a group's messages: by turns at publish time, not
+/// by who has room. With prefetch 1, a member that holds its message
+/// unacknowledged still gets its share queued in its session, while the
+/// other member, free, waits. So the binder declares no fair dispatch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_broker_shares_a_group_by_turns_not_by_room() {
+    let binder = connected_binder("turns").await;
+    assert!(!binder.capabilities().fair_dispatch);
+    let destination = unique_name("turns");
+    let group = format!("{destination}.g");
+    let producer = binder
+        .producer(&ProducerSpec::new("turns-out", &destination).required_groups([group.clone()]))
+        .await
+        .unwrap();
+    let spec = ConsumerSpec::new("turns-in", &destination)
+        .group(&group)
+        .prefetch(1);
+    let mut slow = binder.consumer(&spec).await.unwrap();
+    let mut fast = binder.consumer(&spec).await.unwrap();
+    const COUNT: usize = 10;
+    for i in 0..COUNT {
+        producer.send(numbered(i)).await.unwrap().await.unwrap();
+    }
+    let held = next(slow.as_mut(), Duration::from_secs(10))
+        .await
+        .expect("the slow member's first message");
+    let mut fast_got = 0;
+    while let Some(delivery) = next(fast.as_mut(), Duration::from_millis(700)).await {
+        fast_got += 1;
+        delivery.ack().await.unwrap();
+    }
+    // The slow member's share waits in its session behind the held one.
+    assert!(
+        fast_got < COUNT - 1,
+        "the free member took {fast_got} of the {} not held: fair dispatch",
+        COUNT - 1
+    );
+    held.ack().await.unwrap();
+    let mut slow_got = 1;
+    while let Some(delivery) = next(slow.as_mut(), Duration::from_millis(700)).await {
+        slow_got += 1;
+        delivery.ack().await.unwrap();
+    }
+    assert_eq!(fast_got + slow_got, COUNT, "every message once");
+    println!("shared by turns: the free member took {fast_got}, the busy one {slow_got}");
+}
