@@ -26,6 +26,18 @@ pub enum MqttError {
         /// Why not.
         reason: &'static str,
     },
+    /// A destination or group name that MQTT topics cannot carry.
+    #[error("binding `{binding}`: {what} `{name}` cannot be used in an MQTT topic: {reason}")]
+    Name {
+        /// The binding.
+        binding: String,
+        /// `destination` or `group`.
+        what: &'static str,
+        /// The name.
+        name: String,
+        /// Why not.
+        reason: &'static str,
+    },
     /// The broker could not be reached, or the connection was lost.
     #[error("{what}: the connection to the MQTT broker at {broker} failed")]
     Connection {
@@ -86,7 +98,9 @@ impl MqttError {
 
     fn kind(&self) -> BinderErrorKind {
         match self {
-            Self::InvalidUrl { .. } | Self::Pattern { .. } => BinderErrorKind::InvalidOptions,
+            Self::InvalidUrl { .. } | Self::Pattern { .. } | Self::Name { .. } => {
+                BinderErrorKind::InvalidOptions
+            }
             Self::Connection { .. } => BinderErrorKind::Connection,
             Self::Timeout { .. } => BinderErrorKind::Timeout,
             Self::SubscribeRefused { .. } => BinderErrorKind::Provisioning,

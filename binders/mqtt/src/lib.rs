@@ -277,6 +277,7 @@ impl MqttBinder {
         &self,
         spec: &ConsumerSpec,
     ) -> Result<Box<dyn Consumer>, BinderError> {
+        check_names(&spec.binding, &spec.destination, spec.group.as_deref())?;
         let prefetch = spec.prefetch.max(1);
         let plan = match &spec.group {
             Some(group) => {
@@ -359,6 +360,30 @@ impl MqttBinder {
     }
 }
 
+/// Fails when `destination` or `group` cannot be part of MQTT topics and
+/// shared-subscription filters.
+fn check_names(binding: &str, destination: &str, group: Option<&str>) -> Result<(), MqttError> {
+    if let Some(reason) = mapping::topic_problem(destination) {
+        return Err(MqttError::Name {
+            binding: binding.to_owned(),
+            what: "destination",
+            name: destination.to_owned(),
+            reason,
+        });
+    }
+    if let Some(group) = group {
+        if group.is_empty() || group.contains(['/', '+', '#']) || !mapping::mqtt_safe(group) {
+            return Err(MqttError::Name {
+                binding: binding.to_owned(),
+                what: "group",
+                name: group.to_owned(),
+                reason: "a shared-subscription name may not be empty or contain `/`, `+`, `#` or control characters",
+            });
+        }
+    }
+    Ok(())
+}
+
 impl fmt::Debug for MqttBinder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MqttBinder")
@@ -389,7 +414,9 @@ impl Binder for MqttBinder {
         let publisher = self.publisher().await?;
         let target = match to {
             PublishTo::Destination(spec) => {
+                check_names(&spec.binding, &spec.destination, None)?;
                 for group in &spec.required_groups {
+                    check_names(&spec.binding, &spec.destination, Some(group))?;
                     let filter = mapping::shared(group, &format!("{}/#", spec.destination));
                     self.provision_group(&spec.destination, group, &[filter])
                         .await?;
@@ -479,3 +506,38 @@ impl BinderProvider for MqttProvider {
 }
 
 bindery_core::register_binder!(MqttProvider);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_reports_bad_settings_without_the_password() {
+        let mut settings = MqttSettings::new("mqtt://app:s3cret@broker:99999");
+        settings.session_expiry = Duration::ZERO;
+        let mut problems = Vec::new();
+        MqttProvider::check_settings(&settings, "binders.mqtt", &mut problems);
+        let text: Vec<String> = problems.iter().map(|p| format!("{p:?}")).collect();
+        assert_eq!(problems.len(), 2, "{text:?}");
+        assert!(text.iter().all(|t| !t.contains("s3cret")), "{text:?}");
+        assert!(!format!("{settings:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn names_mqtt_cannot_carry_are_refused() {
+        assert!(check_names("b", "orders", Some("billing")).is_ok());
+        let error = BinderError::from(check_names("b", "orders/#", None).unwrap_err());
+        assert_eq!(
+            error.kind(),
+            bindery_core::error::BinderErrorKind::InvalidOptions
+        );
+        assert!(check_names("b", "orders", Some("a/b")).is_err());
+    }
+
+    #[test]
+    fn capabilities_say_what_mqtt_cannot_do() {
+        let caps = MqttProvider::CAPABILITIES;
+        assert!(!caps.requeue_single && !caps.fair_dispatch);
+        assert!(!caps.group_redrive && !caps.partitions);
+    }
+}
