@@ -113,9 +113,9 @@ pub mod __private {
 /// type the program was built without.
 pub(crate) const KNOWN_BINDER_TYPES: [(&str, &str); 4] = [
     ("memory", "memory"),
-    ("mqtt", "mqtt"),
     ("rabbitmq", "rabbitmq"),
     ("kafka", "kafka"),
+    ("mqtt", "mqtt"),
 ];
 
 /// Keeps every enabled binder crate linked, so its registration survives
