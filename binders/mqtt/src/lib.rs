@@ -22,8 +22,10 @@
 //!
 //! What MQTT cannot do, declared in [`MqttProvider::CAPABILITIES`]: a nack
 //! with requeue cannot give one message back to the broker (the message
-//! stays unacknowledged in the session and the same consumer gets it again),
-//! and redrive cannot address one group (it publishes to the destination).
+//! stays unacknowledged in the session and the same consumer gets it again);
+//! the broker shares a group's messages among members by turns, not by who
+//! has room (no fair dispatch); redrive cannot address one group (it
+//! publishes to the destination).
 //! The broker keeps messages only in sessions: what was published before a
 //! group's first session existed (and without `required-groups`) is lost.
 //!
