@@ -55,6 +55,7 @@
 //! # Feature flags
 //!
 //! - `memory` (default): the in-memory binder.
+//! - `mqtt`: the MQTT binder on rumqttc.
 //! - `rabbitmq`: the RabbitMQ binder on lapin.
 //! - `kafka`: the Kafka binder on rdkafka.
 
@@ -79,6 +80,10 @@ pub use runtime::stats::{BindingStats, Stats};
 /// The in-memory binder.
 #[cfg(feature = "memory")]
 pub use bindery_memory as memory;
+
+/// The MQTT binder.
+#[cfg(feature = "mqtt")]
+pub use bindery_mqtt as mqtt;
 
 /// The RabbitMQ binder.
 #[cfg(feature = "rabbitmq")]
@@ -106,10 +111,11 @@ pub mod __private {
 /// The first-party binder types, each with the feature of this crate that
 /// links it: validation names the feature when a configuration asks for a
 /// type the program was built without.
-pub(crate) const KNOWN_BINDER_TYPES: [(&str, &str); 3] = [
+pub(crate) const KNOWN_BINDER_TYPES: [(&str, &str); 4] = [
     ("memory", "memory"),
     ("rabbitmq", "rabbitmq"),
     ("kafka", "kafka"),
+    ("mqtt", "mqtt"),
 ];
 
 /// Keeps every enabled binder crate linked, so its registration survives
@@ -117,6 +123,8 @@ pub(crate) const KNOWN_BINDER_TYPES: [(&str, &str); 3] = [
 pub(crate) fn link_binders() {
     #[cfg(feature = "memory")]
     bindery_memory::link();
+    #[cfg(feature = "mqtt")]
+    bindery_mqtt::link();
     #[cfg(feature = "rabbitmq")]
     bindery_rabbitmq::link();
     #[cfg(feature = "kafka")]
