@@ -286,8 +286,28 @@ async fn give_back_all(state: &State, stream: &str, group: &str) -> Result<()> {
     Ok(())
 }
 
-/// Acknowledges `ids` in the group.
+/// Acknowledges `ids` in the group. `XACK` is idempotent, so a failure of
+/// the connection is retried a few times while the shared connection
+/// re-establishes itself.
 async fn ack(shared: &Shared, stream: &str, group: &str, ids: &[String]) -> Result<()> {
+    let mut pause = Duration::from_millis(50);
+    let mut attempts = 0;
+    loop {
+        match ack_once(shared, stream, group, ids).await {
+            Err(e) if e.is_connection() && attempts < ACK_ATTEMPTS => {
+                attempts += 1;
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(MAX_BACK_OFF);
+            }
+            result => return result,
+        }
+    }
+}
+
+/// Retries of an `XACK` that failed for the connection (about 6 s in all).
+const ACK_ATTEMPTS: u32 = 8;
+
+async fn ack_once(shared: &Shared, stream: &str, group: &str, ids: &[String]) -> Result<()> {
     let mut ops = shared.ops().await?;
     for chunk in ids.chunks(CHUNK) {
         let _: i64 = redis::cmd("XACK")
@@ -665,7 +685,7 @@ struct RedisDelivery {
 }
 
 impl RedisDelivery {
-    fn settle(mut self: Box<Self>) -> BoxFuture<'static, Result<(), BinderError>> {
+    fn settle(mut self) -> BoxFuture<'static, Result<(), BinderError>> {
         self.settled = true;
         let state = self.state.clone();
         let id = self.id.clone();
@@ -696,14 +716,14 @@ impl RedisDelivery {
 
 impl DeliveryHandle for RedisDelivery {
     fn ack(self: Box<Self>) -> BoxFuture<'static, Result<(), BinderError>> {
-        self.settle()
+        (*self).settle()
     }
 
     fn nack(mut self: Box<Self>, requeue: bool) -> BoxFuture<'static, Result<(), BinderError>> {
         if !requeue {
             // Redis has no reject: the runtime dead-letters first, then the
             // entry is acknowledged.
-            return self.settle();
+            return (*self).settle();
         }
         self.settled = true;
         if self.state.gone.load(Ordering::SeqCst) {

@@ -109,6 +109,34 @@ impl Default for RedisSettings {
     }
 }
 
+impl RedisSettings {
+    /// The defaults, on the server at `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Sets `claim-interval`.
+    pub fn claim_interval(mut self, interval: Duration) -> Self {
+        self.claim_interval = interval;
+        self
+    }
+
+    /// Sets `block`.
+    pub fn block(mut self, block: Duration) -> Self {
+        self.block = block;
+        self
+    }
+
+    /// Sets `response-timeout`.
+    pub fn response_timeout(mut self, timeout: Duration) -> Self {
+        self.response_timeout = timeout;
+        self
+    }
+}
+
 impl fmt::Debug for RedisSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisSettings")
@@ -150,6 +178,27 @@ impl Default for RedisBindingOptions {
             wait_replicas: 0,
             wait_timeout: Duration::from_secs(1),
         }
+    }
+}
+
+impl RedisBindingOptions {
+    /// Sets `min-idle`.
+    pub fn min_idle(mut self, min_idle: Duration) -> Self {
+        self.min_idle = min_idle;
+        self
+    }
+
+    /// Sets `max-len` (trimming with `MAXLEN ~`).
+    pub fn max_len(mut self, max_len: u64) -> Self {
+        self.max_len = Some(max_len);
+        self
+    }
+
+    /// Sets `wait-replicas` and `wait-timeout`.
+    pub fn wait_replicas(mut self, replicas: u32, timeout: Duration) -> Self {
+        self.wait_replicas = replicas;
+        self.wait_timeout = timeout;
+        self
     }
 }
 

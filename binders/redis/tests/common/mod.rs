@@ -28,15 +28,10 @@ pub fn url() -> String {
 /// Settings for `url` with short intervals, so tests see claims and
 /// reconnections quickly.
 pub fn settings(url: &str) -> RedisSettings {
-    let mut settings: RedisSettings = serde_json::from_value(serde_json::json!({
-        "url": url,
-        "claim-interval": "200ms",
-        "block": "500ms",
-        "response-timeout": "5s",
-    }))
-    .expect("settings");
-    settings.url = url.to_owned();
-    settings
+    RedisSettings::new(url)
+        .claim_interval(Duration::from_millis(200))
+        .block(Duration::from_millis(500))
+        .response_timeout(Duration::from_secs(5))
 }
 
 /// A binder on `url`, connected, or the test fails saying how to start
