@@ -333,6 +333,8 @@ struct Reader {
     /// The `XAUTOCLAIM` cursor.
     claim_cursor: String,
     next_sweep: Instant,
+    /// When to look for dead consumers in the group next.
+    next_cleanup: Instant,
     back_off: Duration,
     /// An anonymous subscription's position: the last ID read.
     after: String,
@@ -346,6 +348,7 @@ impl Reader {
             pending_from: None,
             claim_cursor: "0-0".to_owned(),
             next_sweep: Instant::now(),
+            next_cleanup: Instant::now(),
             back_off: Duration::from_millis(100),
             after: match &state.from {
                 ReadFrom::Anonymous { after, .. } => after.clone(),
@@ -544,6 +547,12 @@ impl Reader {
         let ReadFrom::Group { stream, group, .. } = self.state.from.clone() else {
             return Ok(());
         };
+        if Instant::now() >= self.next_cleanup {
+            let dead_after = dead_after(min_idle, self.state.shared.settings.claim_interval);
+            self.next_cleanup = Instant::now() + dead_after / 2;
+            self.remove_dead_consumers(connection, &stream, &group, dead_after)
+                .await?;
+        }
         let held: Vec<String> = self.state.held.lock().iter().cloned().collect();
         for chunk in held.chunks(CHUNK) {
             let _: Value = redis::cmd("XCLAIM")
@@ -606,6 +615,67 @@ impl Reader {
         self.hand_out(entries, true, permits).await
     }
 
+    /// Removes consumers that hold nothing and have not read for much
+    /// longer than any live consumer would (a killed process's), so groups
+    /// do not collect names. Live consumers read or sweep every
+    /// `claim-interval`.
+    async fn remove_dead_consumers(
+        &self,
+        connection: &mut MultiplexedConnection,
+        stream: &str,
+        group: &str,
+        dead_after: Duration,
+    ) -> Result<()> {
+        let reply: Value = redis::cmd("XINFO")
+            .arg("CONSUMERS")
+            .arg(stream)
+            .arg(group)
+            .query_async(connection)
+            .await
+            .map_err(|e| self.state.shared.failed("XINFO CONSUMERS", e))?;
+        let Value::Array(consumers) = reply else {
+            return Ok(());
+        };
+        for consumer in consumers {
+            let fields: Vec<Value> = match consumer {
+                Value::Array(fields) => fields,
+                Value::Map(map) => map.into_iter().flat_map(|(k, v)| [k, v]).collect(),
+                _ => continue,
+            };
+            let (mut name, mut pending, mut idle) = (None, None, None);
+            let mut iter = fields.into_iter();
+            while let (Some(key), Some(value)) = (iter.next(), iter.next()) {
+                match entry::text_of(key).as_deref() {
+                    Some("name") => name = entry::text_of(value),
+                    Some("pending") => pending = as_int(&value),
+                    Some("idle") => idle = as_int(&value),
+                    _ => {}
+                }
+            }
+            let (Some(name), Some(0), Some(idle)) = (name, pending, idle) else {
+                continue;
+            };
+            if name != self.state.name && u128::try_from(idle).unwrap_or(0) > dead_after.as_millis()
+            {
+                let _: Value = redis::cmd("XGROUP")
+                    .arg("DELCONSUMER")
+                    .arg(stream)
+                    .arg(group)
+                    .arg(&name)
+                    .query_async(connection)
+                    .await
+                    .map_err(|e| self.state.shared.failed("XGROUP DELCONSUMER", e))?;
+                debug!(
+                    stream,
+                    group,
+                    consumer = name,
+                    "removed a dead consumer holding nothing"
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// Hands entries to the consumer, one permit each; acknowledges those
     /// this consumer does not take (no message left, another group's
     /// redrive, a routing key that does not match).
@@ -640,7 +710,9 @@ impl Reader {
                 continue;
             };
             let Some(permit) = permits.pop() else {
-                // More entries than asked for cannot come; keep it pending.
+                // More entries than asked for: leave the rest pending and
+                // read the pending list again.
+                self.pending_from = Some("0".to_owned());
                 break;
             };
             self.state.held.lock().insert(entry.id.clone());
@@ -666,6 +738,22 @@ impl Reader {
             }
         }
         Ok(())
+    }
+}
+
+/// How long a consumer that holds nothing must not have read before it
+/// counts as dead and is removed from its group: ten times `min-idle` or
+/// `claim-interval`, whichever is longer (5 min with the defaults). Live
+/// consumers read or sweep at least every `claim-interval`.
+fn dead_after(min_idle: Duration, claim_interval: Duration) -> Duration {
+    (min_idle * 10).max(claim_interval * 10)
+}
+
+fn as_int(value: &Value) -> Option<i64> {
+    match value {
+        Value::Int(n) => Some(*n),
+        Value::BulkString(bytes) => std::str::from_utf8(bytes).ok()?.parse().ok(),
+        _ => None,
     }
 }
 

@@ -537,6 +537,56 @@ async fn redrive_reaches_only_its_group() {
     assert_eq!(pending_count(&url(), &destination, "b"), 0);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_consumers_holding_nothing_are_removed_from_the_group() {
+    bindery_testkit::init_logging();
+    let binder = connected_binder(&url()).await;
+    let (destination, group) = (unique_name("ghosts"), "workers".to_owned());
+    let producer = producer_with_group(&binder, &destination, &group).await;
+    send_confirmed(producer.as_ref(), numbered(1)).await;
+    // A consumer of another client that read one entry, acknowledged it
+    // and went away.
+    let read = redis_cli(
+        &url(),
+        &[
+            "XREADGROUP",
+            "GROUP",
+            &group,
+            "ghost",
+            "COUNT",
+            "1",
+            "STREAMS",
+            &destination,
+            ">",
+        ],
+    );
+    let id = read.lines().nth(1).expect("an entry ID").trim().to_owned();
+    redis_cli(&url(), &["XACK", &destination, &group, &id]);
+    let consumers = || redis_cli(&url(), &["XINFO", "CONSUMERS", &destination, &group]);
+    assert!(consumers().contains("ghost"), "{}", consumers());
+    // min-idle 500 ms, claim-interval 200 ms: dead after 5 s without reading.
+    let options =
+        BindingOptions::new(RedisBindingOptions::default().min_idle(Duration::from_millis(500)));
+    let _live = binder
+        .consumer(&group_spec(&destination, &group).options(options))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while consumers().contains("ghost") {
+        assert!(
+            Instant::now() < deadline,
+            "the dead consumer stayed: {}",
+            consumers()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(
+        consumers().contains("bindery-"),
+        "the live consumer stays: {}",
+        consumers()
+    );
+}
+
 #[test]
 fn registered_as_type_redis_with_its_capabilities() {
     bindery_redis::link();
