@@ -103,13 +103,48 @@ struct State {
     routing_keys: Vec<RoutingPattern>,
     prefetch: usize,
     permits: Arc<Semaphore>,
-    /// IDs read and not settled: refreshed while held, and never handed
+    /// What was handed out and settled.
     /// out twice when a read of the pending list returns them again.
-    held: Mutex<HashSet<String>>,
+    tracking: Mutex<Tracking>,
     /// Set once the consumer is dropped: its entries went back to the group.
     gone: AtomicBool,
     /// Local redeliveries (nack with requeue).
     requeue: mpsc::UnboundedSender<Delivery>,
+}
+
+/// The IDs a consumer handed out and settled.
+#[derive(Default)]
+struct Tracking {
+    /// Handed out and not settled: refreshed while held, and never handed
+    /// out twice when the pending list or a claim returns them again.
+    held: HashSet<String>,
+    /// While a read that can return entries handed out before (the pending
+    /// list, `XAUTOCLAIM`) is in flight: IDs acknowledged meanwhile. The
+    /// server may have answered that read before it took the `XACK`.
+    settled_during_read: Option<HashSet<String>>,
+}
+
+impl Tracking {
+    fn settled(&mut self, id: &str) {
+        self.held.remove(id);
+        if let Some(settled) = &mut self.settled_during_read {
+            settled.insert(id.to_owned());
+        }
+    }
+
+    /// Whether an entry a read returned was handed out already.
+    fn seen(&self, id: &str) -> bool {
+        self.held.contains(id)
+            || self
+                .settled_during_read
+                .as_ref()
+                .is_some_and(|settled| settled.contains(id))
+    }
+
+    /// Starts a read that may return entries handed out before.
+    fn rereading(&mut self) {
+        self.settled_during_read = Some(HashSet::new());
+    }
 }
 
 /// A consumer of one stream, in a group or anonymous.
@@ -134,7 +169,7 @@ impl RedisConsumer {
             routing_keys: spec.routing_keys.clone(),
             prefetch,
             permits: Arc::new(Semaphore::new(prefetch)),
-            held: Mutex::new(HashSet::new()),
+            tracking: Mutex::new(Tracking::default()),
             gone: AtomicBool::new(false),
             requeue,
         });
@@ -184,7 +219,11 @@ impl Consumer for RedisConsumer {
         {
             let (_, acknowledger) = delivery.into_parts();
             ids.push(acknowledger.id());
-            self.state.held.lock().remove(acknowledger.id().as_str());
+            self.state
+                .tracking
+                .lock()
+                .held
+                .remove(acknowledger.id().as_str());
             drop(acknowledger);
         }
         if let ReadFrom::Group { stream, group, .. } = &self.state.from {
@@ -455,6 +494,7 @@ impl Reader {
         let (entries, redelivered) = match &from {
             ReadFrom::Group { stream, group, .. } => {
                 if let Some(after) = self.pending_from.clone() {
+                    self.state.tracking.lock().rereading();
                     let entries = self
                         .read_group(&mut connection, stream, group, count, None, &after)
                         .await?;
@@ -553,7 +593,7 @@ impl Reader {
             self.remove_dead_consumers(connection, &stream, &group, dead_after)
                 .await?;
         }
-        let held: Vec<String> = self.state.held.lock().iter().cloned().collect();
+        let held: Vec<String> = self.state.tracking.lock().held.iter().cloned().collect();
         for chunk in held.chunks(CHUNK) {
             let _: Value = redis::cmd("XCLAIM")
                 .arg(&stream)
@@ -576,6 +616,7 @@ impl Reader {
         if permits.is_empty() {
             return Ok(());
         }
+        self.state.tracking.lock().rereading();
         let reply: Value = redis::cmd("XAUTOCLAIM")
             .arg(&stream)
             .arg(&group)
@@ -687,7 +728,7 @@ impl Reader {
     ) -> Result<()> {
         let mut skipped = Vec::new();
         for entry in entries {
-            if self.state.held.lock().contains(&entry.id) {
+            if self.state.tracking.lock().seen(&entry.id) {
                 // Already handed out (read again from the pending list).
                 continue;
             }
@@ -715,7 +756,7 @@ impl Reader {
                 self.pending_from = Some("0".to_owned());
                 break;
             };
-            self.state.held.lock().insert(entry.id.clone());
+            self.state.tracking.lock().held.insert(entry.id.clone());
             let handle = RedisDelivery {
                 state: self.state.clone(),
                 id: entry.id,
@@ -732,6 +773,7 @@ impl Reader {
                 return Ok(());
             }
         }
+        self.state.tracking.lock().settled_during_read = None;
         if let ReadFrom::Group { stream, group, .. } = &self.state.from {
             if !skipped.is_empty() {
                 ack(&self.state.shared, stream, group, &skipped).await?;
@@ -794,7 +836,7 @@ impl RedisDelivery {
                 ReadFrom::Anonymous { .. } => Ok(()),
             };
             if result.is_ok() {
-                state.held.lock().remove(&id);
+                state.tracking.lock().settled(&id);
             }
             drop(permit);
             result
@@ -856,7 +898,7 @@ impl Drop for RedisDelivery {
             // Dropped unsettled: the entry stays pending, is no longer
             // refreshed, and is claimed again after min-idle (or when the
             // consumer goes away).
-            self.state.held.lock().remove(&self.id);
+            self.state.tracking.lock().held.remove(&self.id);
         }
     }
 }
