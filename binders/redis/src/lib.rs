@@ -40,6 +40,64 @@
 //! - A lost connection is re-established with back-off. Entries a consumer
 //!   had read but not acknowledged stay pending; after reconnecting it
 //!   reads its own pending entries (ID `0`) first, then new ones (`>`).
+//!
+//! # Configuration
+//!
+//! ```toml
+//! [binders.cache]
+//! type = "redis"
+//! url = "redis://app:${REDIS_PASSWORD}@127.0.0.1:6379/0"
+//! claim-interval = "1s"       # refresh held entries, claim idle ones
+//!
+//! [bindings.enrich-in-0.redis]
+//! min-idle = "30s"            # a dead consumer's entries are claimed after this
+//!
+//! [bindings.enrich-out-0.redis]
+//! max-len = 1000000           # XADD ... MAXLEN ~ 1000000
+//! wait-replicas = 1           # complete a publish after WAIT 1 <wait-timeout>
+//! wait-timeout = "500ms"
+//! ```
+//!
+//! Without configuration files, a binder is a value like any other:
+//!
+//! ```no_run
+//! use bindery_core::binder::{BinderExt, ConsumerSpec, ProducerSpec};
+//! use bindery_core::message::Message;
+//! use bindery_redis::{RedisBinder, RedisSettings};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let binder = RedisBinder::new("cache", RedisSettings::new("redis://127.0.0.1:6379"))?;
+//! let producer = binder
+//!     .producer(&ProducerSpec::new("orders-out", "orders").required_groups(["billing"]))
+//!     .await?;
+//! producer.send(Message::new("hello".into())).await?.await?;
+//! let mut consumer = binder
+//!     .consumer(&ConsumerSpec::new("orders-in", "orders").group("billing"))
+//!     .await?;
+//! if let Some(delivery) = consumer.recv().await {
+//!     delivery.ack().await?;
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Features
+//!
+//! - `broker-tests`: compiles the tests that need a running Redis
+//!   (`BINDERY_TEST_REDIS_URL`, default `redis://127.0.0.1:6379`; start one
+//!   with `scripts/brokers/ensure-redis.sh`) and the consumer process the
+//!   SIGKILL test runs. The workspace test command turns it on.
+//!
+//! # Why the `redis` crate
+//!
+//! `redis` (redis-rs) is the most used Rust client, with the stream
+//! commands and their replies, tokio multiplexed connections and a
+//! reconnecting `ConnectionManager`; the binder sends raw commands where it
+//! needs reply shapes the typed helpers do not cover (entries trimmed while
+//! pending). `fred` would bring its own connection pool, reconnect policy
+//! and event loop, which the binder would have to fit its per-consumer
+//! blocking connections and its own back-off into; it adds nothing the
+//! binder uses.
 
 mod consumer;
 pub mod entry;
