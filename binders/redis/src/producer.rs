@@ -152,30 +152,40 @@ impl Sender {
                 Err(e) => return batch.iter().map(|_| Err(clone_error(&e))).collect(),
             },
         };
-        let replies: redis::RedisResult<Vec<Value>> = pipe.query_async(connection).await;
+        // Each XADD succeeds or fails on its own: a refused entry fails
+        // only its own publish.
+        pipe.ignore_errors();
+        let replies: redis::RedisResult<Vec<redis::RedisResult<Value>>> =
+            pipe.query_async(connection).await;
         match replies {
-            Ok(replies) => {
+            Ok(mut replies) => {
                 self.shared.succeeded();
-                if wait > 0 {
-                    let acknowledged = match replies.last() {
-                        Some(Value::Int(n)) => *n,
+                let not_replicated = if wait > 0 {
+                    let acknowledged = match replies.pop() {
+                        Some(Ok(Value::Int(n))) => n,
                         _ => 0,
                     };
-                    if acknowledged < i64::from(wait) {
-                        return batch
-                            .iter()
-                            .map(|_| {
-                                Err(RedisError::NotReplicated {
-                                    stream: self.stream.clone(),
-                                    acknowledged,
-                                    wanted: wait,
-                                    timeout_ms: millis(self.options.wait_timeout),
-                                })
-                            })
-                            .collect();
-                    }
-                }
-                batch.iter().map(|_| Ok(())).collect()
+                    (acknowledged < i64::from(wait)).then_some(acknowledged)
+                } else {
+                    None
+                };
+                replies
+                    .into_iter()
+                    .map(|reply| match (reply, not_replicated) {
+                        (Err(e), _) => Err(RedisError::from_client(
+                            &self.shared.server,
+                            format!("XADD to stream `{}`", self.stream),
+                            e,
+                        )),
+                        (Ok(_), Some(acknowledged)) => Err(RedisError::NotReplicated {
+                            stream: self.stream.clone(),
+                            acknowledged,
+                            wanted: wait,
+                            timeout_ms: millis(self.options.wait_timeout),
+                        }),
+                        (Ok(_), None) => Ok(()),
+                    })
+                    .collect()
             }
             Err(e) => {
                 let error = self

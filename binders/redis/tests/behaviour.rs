@@ -350,6 +350,35 @@ async fn wait_replicas_fails_a_publish_no_replica_confirmed() {
     plain.send(numbered(2)).await.unwrap().await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_the_server_refuses_fails_for_good() {
+    bindery_testkit::init_logging();
+    let binder = connected_binder(&url()).await;
+    let destination = unique_name("wrongtype");
+    // The destination's key holds a string, not a stream.
+    redis_cli(&url(), &["SET", &destination, "not a stream"]);
+    let producer = binder
+        .producer(&ProducerSpec::new("wrongtype-out", &destination))
+        .await
+        .unwrap();
+    let error = producer
+        .send(numbered(1))
+        .await
+        .unwrap()
+        .await
+        .expect_err("XADD to a string key fails");
+    assert_eq!(error.kind(), BinderErrorKind::Rejected, "{error}");
+    assert!(!error.is_transient(), "the same publish would fail again");
+    assert!(
+        binder.health().is_up(),
+        "a refused command is not a lost connection"
+    );
+    // The producer keeps working for other sends.
+    redis_cli(&url(), &["DEL", &destination]);
+    producer.send(numbered(2)).await.unwrap().await.unwrap();
+    assert_eq!(redis_cli(&url(), &["XLEN", &destination]), "1");
+}
+
 fn problems_of_options(section: serde_json::Value) -> Vec<Problem> {
     let factory = BinderFactory::of::<RedisProvider>();
     let mut problems = Vec::new();
