@@ -281,8 +281,7 @@ async fn give_back(shared: &Shared, stream: &str, group: &str, ids: &[String]) -
     Ok(())
 }
 
-/// Hands back every entry pending on this consumer and removes it from
-/// the group.
+/// Hands back every entry pending on this consumer.
 async fn give_back_all(state: &State, stream: &str, group: &str) -> Result<()> {
     let shared = &state.shared;
     let mut ops = shared.ops().await?;
@@ -314,14 +313,10 @@ async fn give_back_all(state: &State, stream: &str, group: &str) -> Result<()> {
         }
         give_back(shared, stream, group, &ids).await?;
     }
-    let _: Value = redis::cmd("XGROUP")
-        .arg("DELCONSUMER")
-        .arg(stream)
-        .arg(group)
-        .arg(&state.name)
-        .query_async(&mut ops)
-        .await
-        .map_err(|e| shared.failed("removing the consumer from its group", e))?;
+    // The consumer stays in the group until a sweep finds it empty and
+    // idle (`remove_dead_consumers`): a read of the aborted task that the
+    // server took after the XPENDING above left entries pending on it, and
+    // XGROUP DELCONSUMER would drop those from the group for good.
     Ok(())
 }
 
