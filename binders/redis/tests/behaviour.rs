@@ -616,6 +616,87 @@ async fn dead_consumers_holding_nothing_are_removed_from_the_group() {
     );
 }
 
+async fn shout(text: String) -> String {
+    text.to_uppercase()
+}
+
+fn app_config(input: &str, output: &str, input_options: &str) -> String {
+    format!(
+        r#"
+        [bindery]
+        definition = "shout"
+        default-binder = "cache"
+        [binders.cache]
+        type = "redis"
+        url = "${{TEST_REDIS_URL}}"
+        claim-interval = "200ms"
+        [bindings.shout-in-0]
+        destination = "{input}"
+        group = "shouters"
+        content-type = "text/plain"
+        [bindings.shout-in-0.redis]
+        {input_options}
+        [bindings.shout-out-0]
+        destination = "{output}"
+        content-type = "text/plain"
+        [bindings.shout-out-0.redis]
+        max-len = 1000
+        "#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_configured_with_type_redis_runs_a_processor() {
+    bindery_testkit::init_logging();
+    let binder = connected_binder(&url()).await;
+    let (input, output) = (unique_name("app-in"), unique_name("app-out"));
+    let _keeps_output = producer_with_group(&binder, &output, "check").await;
+    let app = bindery::App::builder()
+        .function("shout", shout)
+        .config_toml(&app_config(&input, &output, r#"min-idle = "5s""#))
+        .env([("TEST_REDIS_URL", url())])
+        .build()
+        .expect("a valid configuration");
+    let running = app.start().await.expect("start");
+    running.ready().await;
+    let producer = binder
+        .producer(&ProducerSpec::new("app-test-out", &input))
+        .await
+        .unwrap();
+    send_confirmed(
+        producer.as_ref(),
+        Message::new(Bytes::from_static(b"hello")).with_content_type("text/plain"),
+    )
+    .await;
+    let mut check = binder
+        .consumer(&group_spec(&output, "check"))
+        .await
+        .unwrap();
+    let delivery = recv(check.as_mut(), "the processor's output").await;
+    assert_eq!(delivery.message().payload(), &Bytes::from_static(b"HELLO"));
+    delivery.ack().await.unwrap();
+    running.shutdown().await.unwrap();
+    assert_eq!(
+        pending_count(&url(), &input, "shouters"),
+        0,
+        "the input was acknowledged"
+    );
+}
+
+#[test]
+fn a_misspelt_redis_option_stops_the_app_before_it_starts() {
+    let error = bindery::App::builder()
+        .function("shout", shout)
+        .config_toml(&app_config("in", "out", r#"min-idel = "5s""#))
+        .env([("TEST_REDIS_URL", "redis://:s3cret@127.0.0.1:6379")])
+        .build()
+        .expect_err("an unknown key is refused");
+    let text = error.to_string();
+    assert!(text.contains("min-idel"), "{text}");
+    assert!(text.contains("bindings.shout-in-0.redis"), "{text}");
+    assert!(!text.contains("s3cret"), "{text}");
+}
+
 #[test]
 fn registered_as_type_redis_with_its_capabilities() {
     bindery_redis::link();
