@@ -466,6 +466,20 @@ async fn no_secret_in_debug_output_or_errors() {
         bindery_core::binder::Health::Down(reason) => assert!(!reason.contains("s3cret")),
         other => panic!("health after a failed connect: {other:?}"),
     }
+    // Binding while the server is away fails as transient (the runtime
+    // binds again with back-off), and says nothing secret either.
+    let Err(error) = binder.consumer(&group_spec("away", "workers")).await else {
+        panic!("bound a consumer with no server");
+    };
+    assert!(error.is_transient(), "{error}");
+    assert!(!error.to_string().contains("s3cret"), "{error}");
+    let Err(error) = binder
+        .producer(&ProducerSpec::new("away-out", "away"))
+        .await
+    else {
+        panic!("bound a producer with no server");
+    };
+    assert_eq!(error.kind(), BinderErrorKind::Connection, "{error}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
