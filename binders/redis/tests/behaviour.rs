@@ -379,6 +379,36 @@ async fn a_publish_the_server_refuses_fails_for_good() {
     assert_eq!(redis_cli(&url(), &["XLEN", &destination]), "1");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_replicas_completes_a_publish_once_a_replica_has_it() {
+    bindery_testkit::init_logging();
+    let primary = PrivateServer::start();
+    let replica = PrivateServer::start_replica_of(&primary);
+    let deadline = Instant::now() + TIMEOUT;
+    while !redis_cli(&primary.url(), &["INFO", "replication"]).contains("state=online") {
+        assert!(Instant::now() < deadline, "the replica did not connect");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let binder = connected_binder(&primary.url()).await;
+    let destination = unique_name("replicated");
+    let options = BindingOptions::new(
+        RedisBindingOptions::default().wait_replicas(1, Duration::from_secs(5)),
+    );
+    let producer = binder
+        .producer(&ProducerSpec::new("replicated-out", &destination).options(options))
+        .await
+        .unwrap();
+    let mut confirmations = Vec::new();
+    for i in 0..50 {
+        confirmations.push(producer.send(numbered(i)).await.unwrap());
+    }
+    for confirmation in confirmations {
+        confirmation.await.expect("the replica acknowledged");
+    }
+    // Confirmed means replicated: the replica has every entry already.
+    assert_eq!(redis_cli(&replica.url(), &["XLEN", &destination]), "50");
+}
+
 fn problems_of_options(section: serde_json::Value) -> Vec<Problem> {
     let factory = BinderFactory::of::<RedisProvider>();
     let mut problems = Vec::new();

@@ -80,11 +80,26 @@ pub struct PrivateServer {
     pub port: u16,
     dir: PathBuf,
     child: Option<Child>,
+    /// Extra `redis-server` arguments (`--replicaof ...`).
+    extra: Vec<String>,
 }
 
 impl PrivateServer {
     /// Starts a server and waits until it answers.
     pub fn start() -> Self {
+        Self::start_with(Vec::new())
+    }
+
+    /// Starts a replica of `primary` and waits until it answers.
+    pub fn start_replica_of(primary: &PrivateServer) -> Self {
+        Self::start_with(vec![
+            "--replicaof".to_owned(),
+            "127.0.0.1".to_owned(),
+            primary.port.to_string(),
+        ])
+    }
+
+    fn start_with(extra: Vec<String>) -> Self {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
@@ -95,6 +110,7 @@ impl PrivateServer {
             port,
             dir,
             child: None,
+            extra,
         };
         server.spawn();
         server
@@ -111,6 +127,7 @@ impl PrivateServer {
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(&self.dir)
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
