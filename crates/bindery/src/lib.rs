@@ -93,6 +93,10 @@ pub use bindery_rabbitmq as rabbitmq;
 #[cfg(feature = "kafka")]
 pub use bindery_kafka as kafka;
 
+/// The Redis Streams binder.
+#[cfg(feature = "redis")]
+pub use bindery_redis as redis;
+
 /// What most applications import.
 pub mod prelude {
     pub use crate::{
@@ -111,11 +115,12 @@ pub mod __private {
 /// The first-party binder types, each with the feature of this crate that
 /// links it: validation names the feature when a configuration asks for a
 /// type the program was built without.
-pub(crate) const KNOWN_BINDER_TYPES: [(&str, &str); 4] = [
+pub(crate) const KNOWN_BINDER_TYPES: [(&str, &str); 5] = [
     ("memory", "memory"),
     ("rabbitmq", "rabbitmq"),
     ("kafka", "kafka"),
     ("mqtt", "mqtt"),
+    ("redis", "redis"),
 ];
 
 /// Keeps every enabled binder crate linked, so its registration survives
@@ -129,4 +134,6 @@ pub(crate) fn link_binders() {
     bindery_rabbitmq::link();
     #[cfg(feature = "kafka")]
     bindery_kafka::link();
+    #[cfg(feature = "redis")]
+    bindery_redis::link();
 }
