@@ -20,7 +20,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bindery_core::binder::{Consumer, ConsumerSpec, Delivery, DeliveryHandle};
 use bindery_core::error::BinderError;
-use bindery_core::message::{Headers, Message};
+use bindery_core::message::{DeliveryId, Headers, Message};
 use bindery_core::routing::{RoutingPattern, matches_any};
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
@@ -218,12 +218,10 @@ impl Consumer for RedisConsumer {
             .or_else(|_| self.deliveries.try_recv())
         {
             let (_, acknowledger) = delivery.into_parts();
-            ids.push(acknowledger.id());
-            self.state
-                .tracking
-                .lock()
-                .held
-                .remove(acknowledger.id().as_str());
+            // A Redis delivery's id is its stream entry's id.
+            let id = acknowledger.id().to_string();
+            self.state.tracking.lock().held.remove(id.as_str());
+            ids.push(id);
             drop(acknowledger);
         }
         if let ReadFrom::Group { stream, group, .. } = &self.state.from {
@@ -874,8 +872,9 @@ impl DeliveryHandle for RedisDelivery {
         Box::pin(std::future::ready(Ok(())))
     }
 
-    fn id(&self) -> String {
-        self.id.clone()
+    /// The stream entry's id (`<ms>-<seq>`).
+    fn id(&self) -> DeliveryId {
+        DeliveryId::Other(Arc::from(self.id.as_str()))
     }
 
     fn redelivered(&self) -> bool {
