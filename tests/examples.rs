@@ -225,6 +225,34 @@ fn check_redrive(binder: Binder) {
     assert!(out.contains("invoiced 5 of 5 orders"), "{out}");
 }
 
+/// The README's first command, `cargo run --example quickstart`, builds only
+/// the workspace's default members. None of them may pull in a C or C++
+/// library (librdkafka through rdkafka-sys, aws-lc through lapin's rustls):
+/// the quickstart must build with a Rust toolchain and a C compiler alone.
+#[test]
+fn the_quickstart_needs_no_cpp_library() {
+    for crate_name in ["rdkafka-sys", "aws-lc-sys", "lapin", "cmake"] {
+        let output = Command::new(env!("CARGO"))
+            .args([
+                "tree",
+                "--offline",
+                "--edges",
+                "normal,build,dev",
+                "-i",
+                crate_name,
+            ])
+            .current_dir(repository_root())
+            .output()
+            .expect("cargo runs");
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            !output.status.success()
+                && String::from_utf8_lossy(&output.stderr).contains("did not match any packages"),
+            "the default members depend on {crate_name}:\n{text}"
+        );
+    }
+}
+
 #[test]
 fn quickstart_on_memory() {
     check_quickstart(Binder::Memory);
