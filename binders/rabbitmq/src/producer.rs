@@ -669,14 +669,28 @@ async fn run_pump(mut commands: mpsc::UnboundedReceiver<PumpCommand>) {
                 pump.settle(seq, completion);
                 // Every confirm completed so far, in one drain: a confirm
                 // completed before one seen here is seen by the end of it.
-                // `poll!` keeps this task's waker registered.
-                while let Poll::Ready(Some((seq, completion))) = futures::poll!(confirms.next()) {
-                    pump.settle(seq, completion);
-                }
-                // Publishes announced before this point count as
-                // outstanding, even if their `Track` is still queued.
-                while let Ok(command) = commands.try_recv() {
-                    handle(Some(command), &mut pump, &mut confirms, &mut open);
+                // That includes confirms whose `Track` is still queued:
+                // lapin may have hung this drain's return on one of them
+                // (it attaches the oldest waiting return to whichever
+                // confirm of a multiple ack it completes first). So queued
+                // commands are taken in and their confirms polled, until
+                // neither brings anything new. `poll!` keeps this task's
+                // waker registered.
+                loop {
+                    let mut more = false;
+                    while let Poll::Ready(Some((seq, completion))) = futures::poll!(confirms.next()) {
+                        pump.settle(seq, completion);
+                        more = true;
+                    }
+                    // Publishes announced before this point count as
+                    // outstanding, even if their `Track` is still queued.
+                    while let Ok(command) = commands.try_recv() {
+                        handle(Some(command), &mut pump, &mut confirms, &mut open);
+                        more = true;
+                    }
+                    if !more {
+                        break;
+                    }
                 }
                 pump.end_drain();
             }
