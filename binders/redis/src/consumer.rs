@@ -719,7 +719,9 @@ impl Reader {
         redelivered: bool,
         mut permits: Vec<OwnedSemaphorePermit>,
     ) -> Result<()> {
-        let mut skipped = Vec::new();
+        // Entries this binding does not want (routing key, or unreadable): acked
+        // so the group does not hold them pending.
+        let mut unwanted = Vec::new();
         for entry in entries {
             if self.state.tracking.lock().seen(&entry.id) {
                 // Already handed out (read again from the pending list).
@@ -740,7 +742,7 @@ impl Reader {
                     )
             });
             let (Some(message), true) = (entry.message, wanted) else {
-                skipped.push(entry.id);
+                unwanted.push(entry.id);
                 continue;
             };
             let Some(permit) = permits.pop() else {
@@ -768,8 +770,8 @@ impl Reader {
         }
         self.state.tracking.lock().settled_during_read = None;
         if let ReadFrom::Group { stream, group, .. } = &self.state.from {
-            if !skipped.is_empty() {
-                ack(&self.state.shared, stream, group, &skipped).await?;
+            if !unwanted.is_empty() {
+                ack(&self.state.shared, stream, group, &unwanted).await?;
             }
         }
         Ok(())
