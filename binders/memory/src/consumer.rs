@@ -187,6 +187,11 @@ impl DeliveryHandle for MemoryDelivery {
         Box::pin(std::future::ready(self.settle().map(drop)))
     }
 
+    fn ack_now(&mut self) -> Option<Result<(), BinderError>> {
+        // Settling is a map removal: nothing to wait for.
+        Some(self.settle().map(drop))
+    }
+
     fn nack(self: Box<Self>, requeue: bool) -> BoxFuture<'static, Result<(), BinderError>> {
         let result = self.settle().map(|stored| {
             if requeue {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bindery_core::binder::{Confirmation, Producer};
+use bindery_core::binder::{Confirmation, Producer, Sending};
 use bindery_core::error::{BinderError, BinderErrorKind};
 use bindery_core::message::Message;
 use tokio::time::Instant;
@@ -30,9 +30,13 @@ pub(crate) struct DestinationProducer {
 #[async_trait]
 impl Producer for DestinationProducer {
     async fn send(&self, message: Message) -> Result<Confirmation, BinderError> {
+        self.start_send(message).await
+    }
+
+    fn start_send(&self, message: Message) -> Sending<'_> {
         let (matched, full, kept) = self.destination.offer(message);
         if matched == 0 {
-            return Err(BinderError::new(
+            return Sending::done(Err(BinderError::new(
                 BinderErrorKind::Unroutable,
                 format!(
                     "no queue on destination `{}` takes routing key `{}`",
@@ -41,20 +45,34 @@ impl Producer for DestinationProducer {
                         .and_then(Message::routing_key)
                         .unwrap_or_default()
                 ),
-            ));
+            )));
         }
-        if let Some(message) = kept {
-            // One deadline for the whole send, however many queues are full.
-            let deadline = Instant::now() + self.publish_timeout;
-            let mut rejected = Vec::new();
-            for queue in &full {
-                if !push_until(queue, message.clone(), deadline).await {
-                    rejected.push(queue.as_ref());
-                }
+        match kept {
+            // Every matching queue had room: the common case needs no future.
+            None => Sending::done(Ok(Confirmation::confirmed())),
+            Some(message) => Sending::waiting(Box::pin(self.wait_for_room(full, message, matched))),
+        }
+    }
+}
+
+impl DestinationProducer {
+    /// Pushes `message` into the queues that were full when it was offered.
+    async fn wait_for_room(
+        &self,
+        full: Vec<Arc<Queue>>,
+        message: Message,
+        matched: usize,
+    ) -> Result<Confirmation, BinderError> {
+        // One deadline for the whole send, however many queues are full.
+        let deadline = Instant::now() + self.publish_timeout;
+        let mut rejected = Vec::new();
+        for queue in &full {
+            if !push_until(queue, message.clone(), deadline).await {
+                rejected.push(queue.as_ref());
             }
-            if !rejected.is_empty() {
-                return Err(rejection(&rejected, self.publish_timeout, matched));
-            }
+        }
+        if !rejected.is_empty() {
+            return Err(rejection(&rejected, self.publish_timeout, matched));
         }
         Ok(Confirmation::confirmed())
     }

@@ -93,7 +93,11 @@ pub struct Acknowledger {
 impl Acknowledger {
     /// Acknowledges the delivery.
     pub async fn ack(self) -> Result<(), BinderError> {
-        self.handle.ack().await
+        let mut handle = self.handle;
+        match handle.ack_now() {
+            Some(settled) => settled,
+            None => handle.ack().await,
+        }
     }
 
     /// Rejects the delivery, requeueing it or not.
@@ -142,6 +146,15 @@ pub trait DeliveryHandle: Send + Sync + 'static {
 
     /// Rejects the delivery, requeueing it or not.
     fn nack(self: Box<Self>, requeue: bool) -> BoxFuture<'static, Result<(), BinderError>>;
+
+    /// Acknowledges at once when that needs no waiting, sparing the boxed
+    /// future of [`ack`](Self::ack) on the hot path. `None`: not done; the
+    /// runtime then calls `ack`. After `Some` the handle is dropped with no
+    /// further call, so dropping it must not settle the delivery again.
+    /// Default: `None`.
+    fn ack_now(&mut self) -> Option<Result<(), BinderError>> {
+        None
+    }
 
     /// The broker's identity of this delivery (a sequence, a delivery tag,
     /// a partition and offset). Called once per delivery: make it cheap.

@@ -37,7 +37,7 @@ pub use address::{BinderExt, ConsumeFrom, GroupBinding, PublishTo};
 pub use capabilities::Capabilities;
 pub use consumer::{Acknowledger, Consumer, Delivery, DeliveryHandle};
 pub use options::BindingOptions;
-pub use producer::{Confirmation, Producer};
+pub use producer::{Confirmation, Producer, Sending};
 pub use spec::{ConsumerSpec, ProducerSpec};
 
 use crate::error::BinderError;

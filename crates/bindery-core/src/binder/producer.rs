@@ -21,9 +21,63 @@ pub trait Producer: Send + Sync + 'static {
     /// Waits while the client's buffers are full (back-pressure).
     async fn send(&self, message: Message) -> Result<Confirmation, BinderError>;
 
+    /// Starts [`send`](Self::send): the same hand-over, in the same order,
+    /// with the same result. A binder whose send usually completes without
+    /// waiting (an in-process queue, a client that only buffers) overrides
+    /// it to answer [`Sending::done`] and spare the runtime the boxed future
+    /// of `send` for every message. The default waits through `send`.
+    fn start_send(&self, message: Message) -> Sending<'_> {
+        Sending::waiting(self.send(message))
+    }
+
     /// Waits until every message sent so far is confirmed or failed.
     async fn flush(&self) -> Result<(), BinderError> {
         Ok(())
+    }
+}
+
+/// A send in progress, from [`Producer::start_send`]: either already
+/// handed over (or refused), or a future that hands it over.
+#[must_use = "a send happens only once its Sending completes"]
+pub struct Sending<'a>(SendingState<'a>);
+
+enum SendingState<'a> {
+    Done(Option<Result<Confirmation, BinderError>>),
+    Waiting(BoxFuture<'a, Result<Confirmation, BinderError>>),
+}
+
+impl<'a> Sending<'a> {
+    /// The send completed without waiting.
+    pub fn done(result: Result<Confirmation, BinderError>) -> Self {
+        Self(SendingState::Done(Some(result)))
+    }
+
+    /// The send completes with `future`.
+    pub fn waiting(future: BoxFuture<'a, Result<Confirmation, BinderError>>) -> Self {
+        Self(SendingState::Waiting(future))
+    }
+}
+
+impl Future for Sending<'_> {
+    type Output = Result<Confirmation, BinderError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.0 {
+            SendingState::Done(result) => {
+                Poll::Ready(result.take().expect("Sending polled after completion"))
+            }
+            SendingState::Waiting(future) => future.as_mut().poll(cx),
+        }
+    }
+}
+
+impl fmt::Debug for Sending<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.0 {
+            SendingState::Done(_) => "done",
+            SendingState::Waiting(_) => "waiting",
+        };
+        f.debug_tuple("Sending").field(&state).finish()
     }
 }
 

@@ -37,12 +37,14 @@ impl BindingWatch {
         }
     }
 
-    /// Marks lane `lane` busy until the guard is dropped.
-    pub(crate) fn busy(&self, lane: usize) -> BusyGuard<'_> {
+    /// Marks lane `lane` busy until the guard is dropped. Without an
+    /// invocation timeout nothing can hang, so the clock is not read.
+    pub(crate) fn busy(&self, lane: usize) -> Option<BusyGuard<'_>> {
+        self.hung_after?;
         let since = self.epoch.elapsed().as_millis() as u64 + 1;
         let slot = &self.busy_since[lane % self.busy_since.len()];
         slot.store(since, Ordering::Relaxed);
-        BusyGuard(slot)
+        Some(BusyGuard(slot))
     }
 
     /// One more message whose dead letter cannot be published.

@@ -163,7 +163,10 @@ impl Lane {
             let attempts = binding.attempts(&message, &acker);
             tokio::pin!(attempts);
             loop {
+                // Biased: the call first; tokio's random start costs a
+                // thread-local RNG draw per poll on the hot path.
                 tokio::select! {
+                    biased;
                     attempts = &mut attempts => break attempts,
                     Some(handed_back) = self.in_flight.next(), if !self.in_flight.is_empty() => {
                         requeued |= handed_back;
@@ -194,7 +197,11 @@ impl Lane {
             }
             Err(disposition) => disposition,
         };
-        requeued |= binding.finish(disposition, &message, acker).await;
+        match disposition {
+            // The common case skips `finish` and its parking state.
+            Disposition::Ack => binding.settle.apply(Settlement::Ack, acker).await,
+            disposition => requeued |= binding.finish(disposition, &message, acker).await,
+        }
         self.hold_if(requeued).await;
     }
 
@@ -272,13 +279,15 @@ async fn consume_in_one_lane(
 ) -> Result<(), Error> {
     let mut lane = Lane::new(binding.clone(), 0);
     let result = loop {
+        // Settlements first: they free prefetch for the next delivery.
         tokio::select! {
+            biased;
+            () = lane.settle_one() => {}
             next = next_delivery(binding, consumer) => match next {
                 Ok(Some(delivery)) => lane.handle(delivery).await,
                 Ok(None) => break Ok(()),
                 Err(error) => break Err(error),
             },
-            () = lane.settle_one() => {}
         }
     };
     lane.drain().await;
@@ -341,11 +350,11 @@ async fn run_lane(mut lane: Lane, mut deliveries: mpsc::Receiver<Delivery>) {
         tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
+            () = lane.settle_one() => {}
             delivery = deliveries.recv() => match delivery {
                 Some(delivery) => lane.handle(delivery).await,
                 None => break,
             },
-            () = lane.settle_one() => {}
         }
     }
     lane.drain().await;

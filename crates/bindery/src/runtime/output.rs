@@ -210,7 +210,7 @@ impl Output {
                 message.set_key(Some(key.into()));
             }
         }
-        self.producer.send(message).await.map_err(|error| {
+        self.producer.start_send(message).await.map_err(|error| {
             self.counters.bump(Event::Failed);
             SendFailure::Binder(error)
         })

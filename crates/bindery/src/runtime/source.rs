@@ -86,26 +86,27 @@ impl Source {
     /// Sends each message of `outcome` in order, keeping at most
     /// [`CONFIRM_WINDOW`] unconfirmed in flight.
     async fn publish(&self, outcome: Outcome, window: &mut Window) {
-        let messages = match outcome {
-            Outcome::Nothing => Vec::new(),
-            Outcome::Payload(bytes) => vec![Message::new(bytes)],
-            Outcome::Message(message) => vec![message],
+        // At most one message per item: no Vec to allocate per item.
+        let message = match outcome {
+            Outcome::Nothing => None,
+            Outcome::Payload(bytes) => Some(Message::new(bytes)),
+            Outcome::Message(message) => Some(message),
             Outcome::Stream(_) => {
                 error!(source = %self.name, "a stream inside a source item is not supported; it is dropped");
-                Vec::new()
+                None
             }
         };
-        if messages.is_empty() {
+        if message.is_none() {
             self.counters.bump(Event::Filtered);
         }
-        for message in messages {
+        if let Some(message) = message {
             let sent = match self.output.send(message.clone()).await {
                 // Confirmed at once (the memory binder, a broker's quick
                 // answer): nothing to wait for or resend.
                 Ok(mut confirmation) => match (&mut confirmation).now_or_never() {
                     Some(Ok(())) => {
                         self.output.record(1, &Ok(()));
-                        continue;
+                        return;
                     }
                     Some(Err(error)) => Ok(Confirmation::failed(error)),
                     None => Ok(confirmation),
@@ -145,6 +146,7 @@ async fn driving<T>(window: &mut Window, work: impl Future<Output = T>) -> T {
     tokio::pin!(work);
     loop {
         tokio::select! {
+            biased;
             output = &mut work => return output,
             Some(()) = window.next(), if !window.is_empty() => {}
         }

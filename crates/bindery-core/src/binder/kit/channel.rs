@@ -153,6 +153,11 @@ impl DeliveryHandle for Permitted {
         })
     }
 
+    fn ack_now(&mut self) -> Option<Result<(), BinderError>> {
+        // The permit goes back when this handle is dropped, right after.
+        self.inner.ack_now()
+    }
+
     fn id(&self) -> DeliveryId {
         self.inner.id()
     }
