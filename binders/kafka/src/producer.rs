@@ -23,13 +23,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bindery_core::binder::kit::Pauses;
-use bindery_core::binder::{Confirmation, Producer};
+use bindery_core::binder::{Confirmation, Producer, Sending};
 use bindery_core::error::BinderError;
 use bindery_core::message::Message;
 use parking_lot::RwLock;
 use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _};
 use tracing::warn;
 
 use crate::error::{Error, Result};
@@ -218,41 +218,36 @@ pub(crate) fn spring_partition(key: &[u8], count: i32) -> i32 {
     (hash % count).abs()
 }
 
-#[async_trait]
-impl Producer for KafkaProducer {
-    async fn send(&self, message: Message) -> Result<Confirmation, BinderError> {
-        let client = self.shared.client();
+impl KafkaProducer {
+    /// The record of `message`, addressed as Spring would address it.
+    fn record<'m>(&'m self, message: &'m Message) -> FutureRecord<'m, [u8], [u8]> {
         let mut record = FutureRecord::to(&self.topic)
             .payload(&message.payload()[..])
-            .headers(record_headers(&message));
+            .headers(record_headers(message));
         if let Some(key) = message.key() {
             record = record.key(&key[..]);
             if let Some(count) = self.partitions {
                 record = record.partition(spring_partition(key, count));
             }
         }
-        let mut pauses = Pauses::doubling(Duration::from_millis(1), LONGEST_QUEUE_WAIT);
-        let delivery = loop {
-            match client.producer().send_result(record) {
-                Ok(delivery) => break delivery,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
-                    // Back-pressure: delivery reports free room soon.
-                    record = returned;
-                    tokio::time::sleep(pauses.next_pause()).await;
-                }
-                Err((source, _)) => {
-                    self.shared.recover(&client, &source);
-                    return Err(Error::Send {
-                        topic: self.topic.to_string(),
-                        source,
-                    }
-                    .into());
-                }
-            }
-        };
+        record
+    }
+
+    /// A send librdkafka refused for a reason other than a full queue.
+    fn refused(&self, client: &Arc<Client>, source: KafkaError) -> BinderError {
+        self.shared.recover(client, &source);
+        Error::Send {
+            topic: self.topic.to_string(),
+            source,
+        }
+        .into()
+    }
+
+    /// Completes with the delivery report of an enqueued record.
+    fn confirmation(&self, client: Arc<Client>, delivery: DeliveryFuture) -> Confirmation {
         let topic = self.topic.clone();
         let shared = self.shared.clone();
-        Ok(Confirmation::pending(async move {
+        Confirmation::pending(async move {
             match delivery.await {
                 Ok(Ok(_)) => {
                     client.reporter.up();
@@ -271,7 +266,42 @@ impl Producer for KafkaProducer {
                 }
                 .into()),
             }
-        }))
+        })
+    }
+}
+
+#[async_trait]
+impl Producer for KafkaProducer {
+    async fn send(&self, message: Message) -> Result<Confirmation, BinderError> {
+        let client = self.shared.client();
+        let mut record = self.record(&message);
+        let mut pauses = Pauses::doubling(Duration::from_millis(1), LONGEST_QUEUE_WAIT);
+        let delivery = loop {
+            match client.producer().send_result(record) {
+                Ok(delivery) => break delivery,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                    // Back-pressure: delivery reports free room soon.
+                    record = returned;
+                    tokio::time::sleep(pauses.next_pause()).await;
+                }
+                Err((source, _)) => return Err(self.refused(&client, source)),
+            }
+        };
+        Ok(self.confirmation(client, delivery))
+    }
+
+    /// Enqueueing a record does not wait unless librdkafka's queue is full;
+    /// only then does the send take the waiting path of `send`.
+    fn start_send(&self, message: Message) -> Sending<'_> {
+        let client = self.shared.client();
+        let enqueued = client.producer().send_result(self.record(&message));
+        match enqueued {
+            Ok(delivery) => Sending::done(Ok(self.confirmation(client, delivery))),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                Sending::waiting(self.send(message))
+            }
+            Err((source, _)) => Sending::done(Err(self.refused(&client, source))),
+        }
     }
 
     async fn flush(&self) -> Result<(), BinderError> {

@@ -32,9 +32,14 @@ pub(crate) struct KafkaDelivery {
 
 impl KafkaDelivery {
     fn settle(self) -> Result<(), BinderError> {
-        let settled = self.shared.tracker.lock().settle(self.ticket);
+        let settled = self.mark_settled();
         drop(self.permit);
-        match settled {
+        settled
+    }
+
+    /// Settles the record in the tracker; the permit goes with the handle.
+    fn mark_settled(&self) -> Result<(), BinderError> {
+        match self.shared.tracker.lock().settle(self.ticket) {
             Settled::Moved | Settled::Waiting | Settled::Superseded => Ok(()),
             Settled::Revoked => Err(BinderError::closed(format!(
                 "partition {} of topic `{}` was revoked from this consumer (or it closed); offset {} will be delivered again",
@@ -47,6 +52,11 @@ impl KafkaDelivery {
 impl DeliveryHandle for KafkaDelivery {
     fn ack(self: Box<Self>) -> BoxFuture<'static, Result<(), BinderError>> {
         Box::pin(std::future::ready(self.settle()))
+    }
+
+    fn ack_now(&mut self) -> Option<Result<(), BinderError>> {
+        // Settling is bookkeeping under a lock: nothing to wait for.
+        Some(self.mark_settled())
     }
 
     fn nack(self: Box<Self>, requeue: bool) -> BoxFuture<'static, Result<(), BinderError>> {
