@@ -644,21 +644,16 @@ async fn run_pump(mut commands: mpsc::UnboundedReceiver<PumpCommand>) {
                   pump: &mut Pump,
                   confirms: &mut FuturesUnordered<_>,
                   open: &mut bool| match command {
-        Some(PumpCommand::Announce(seq)) => {
-            pump.announced.insert(seq);
-        }
+        Some(PumpCommand::Announce(seq)) => pump.announce(seq),
         Some(PumpCommand::Track {
             seq,
             confirm,
             reply,
         }) => {
-            pump.replies.insert(seq, reply);
-            pump.next_seq = seq + 1;
+            pump.track(seq, reply);
             confirms.push(async move { (seq, Completion::of(confirm.await)) });
         }
-        Some(PumpCommand::Abandon(seq)) => {
-            pump.announced.remove(&seq);
-        }
+        Some(PumpCommand::Abandon(seq)) => pump.abandon(seq),
         Some(PumpCommand::Flush(done)) => pump.flushes.push((pump.next_seq, done)),
         None => *open = false,
     };
@@ -776,10 +771,15 @@ impl Carried {
 /// Deciding a confirm needs to know its return was seen, if it has one.
 /// RabbitMQ sends a message's `basic.return` before its `basic.ack`, and
 /// lapin queues returns and attaches the oldest to each confirm it
-/// completes. So, with a *drain* being every confirm completed by the
-/// time the pump looks (anything completed before a confirm it sees is
-/// seen in the same drain or earlier), publish `k`'s return has been seen
-/// once any of these holds:
+/// completes. A *drain* sees every tracked confirm completed by the time
+/// the pump looks. One publish may be written and not tracked yet (lapin
+/// wrote its frames, the publisher has not sent its `Track`): its confirm
+/// may be complete already, holding a return the drain cannot see.
+/// Publishes on a channel are written one at a time, under the
+/// producer's lock, so there is at most one such publish; what a drain
+/// proves holds once the publish untracked when it ended is tracked (its
+/// completion is then seen by the next drain's end). With that, publish
+/// `k`'s return has been seen once any of these holds:
 /// - `k`'s own confirm carried no return: lapin's queue was empty then,
 ///   so `k`'s return had been attached to an earlier confirm;
 /// - a confirm without a return was seen in a later drain than `k`'s;
@@ -795,15 +795,19 @@ struct Pump {
     replies: HashMap<u64, oneshot::Sender<Outcome>>,
     /// Announced and not yet completed.
     announced: BTreeSet<u64>,
-    /// Confirmed but not yet decided: drain, whether its own confirm
-    /// carried no return, and the confirm's outcome.
-    undecided: BTreeMap<u64, (u64, bool, Outcome)>,
+    /// Announced and not yet tracked or abandoned.
+    untracked: Option<u64>,
+    /// Confirmed but not yet decided.
+    undecided: BTreeMap<u64, Undecided>,
     /// Returns by the sequence number of the publish they belong to.
     returned: HashMap<u64, Outcome>,
     drain: u64,
     /// Whether this drain saw a confirm without a return.
     empty_in_drain: bool,
-    /// The last drain that saw a confirm without a return.
+    /// Drains that saw a confirm without a return, and the publish
+    /// untracked when each ended: not conclusive while it is untracked.
+    empty_drains: Vec<(u64, Option<u64>)>,
+    /// The last conclusive drain that saw a confirm without a return.
     last_empty_drain: Option<u64>,
     /// A confirm failed: the channel is gone.
     failed: bool,
@@ -812,7 +816,49 @@ struct Pump {
     next_seq: u64,
 }
 
+/// A confirm seen, its outcome not decided yet.
+struct Undecided {
+    /// The drain it was seen in.
+    drain: u64,
+    /// Its own confirm carried no return.
+    own_empty: bool,
+    /// The publish untracked when that drain ended (set at its end).
+    untracked_then: Option<u64>,
+    outcome: Outcome,
+}
+
 impl Pump {
+    /// Publish `seq` is about to be written.
+    fn announce(&mut self, seq: u64) {
+        self.announced.insert(seq);
+        self.untracked = Some(seq);
+    }
+
+    /// Publish `seq` was written; `reply` awaits its outcome.
+    fn track(&mut self, seq: u64, reply: oneshot::Sender<Outcome>) {
+        self.replies.insert(seq, reply);
+        self.next_seq = seq + 1;
+        if self.untracked == Some(seq) {
+            self.untracked = None;
+        }
+    }
+
+    /// Publish `seq` failed before anything was written. (A send dropped
+    /// mid-publish abandons too; if its frames went out, its confirm may
+    /// take a return unseen, as lapin keeps a dropped confirm's return.)
+    fn abandon(&mut self, seq: u64) {
+        self.announced.remove(&seq);
+        if self.untracked == Some(seq) {
+            self.untracked = None;
+        }
+    }
+
+    /// Whether what a drain that ended with `untracked_then` untracked
+    /// proved holds: that publish is tracked (or abandoned) since.
+    fn conclusive(&self, untracked_then: Option<u64>) -> bool {
+        untracked_then.is_none() || untracked_then != self.untracked
+    }
+
     /// Records what lapin said about publish `seq`.
     fn settle(&mut self, seq: u64, completion: Completion) {
         self.announced.remove(&seq);
@@ -827,7 +873,15 @@ impl Pump {
                     None => self.empty_in_drain = true,
                 }
                 let outcome = if ack { Outcome::Acked } else { Outcome::Nacked };
-                self.undecided.insert(seq, (self.drain, own_empty, outcome));
+                self.undecided.insert(
+                    seq,
+                    Undecided {
+                        drain: self.drain,
+                        own_empty,
+                        untracked_then: None,
+                        outcome,
+                    },
+                );
             }
             Completion::Failed { why, refused } => {
                 self.failed = true;
@@ -842,42 +896,64 @@ impl Pump {
 
     /// Decides every confirm whose return must have been seen by now.
     fn end_drain(&mut self) {
+        let (drain, untracked) = (self.drain, self.untracked);
         if std::mem::take(&mut self.empty_in_drain) {
-            self.last_empty_drain = Some(self.drain);
+            self.empty_drains.push((drain, untracked));
         }
+        for seen in self.undecided.values_mut() {
+            if seen.drain == drain {
+                seen.untracked_then = untracked;
+            }
+        }
+        let mut empty_drains = std::mem::take(&mut self.empty_drains);
+        empty_drains.retain(|&(empty, untracked_then)| {
+            if !self.conclusive(untracked_then) {
+                return true;
+            }
+            self.last_empty_drain = self.last_empty_drain.max(Some(empty));
+            false
+        });
+        self.empty_drains = empty_drains;
         let all_confirmed = self.announced.is_empty();
         let decided: Vec<u64> = self
             .undecided
             .iter()
-            .filter(|(seq, (drain, own_empty, _))| {
+            .filter(|(seq, seen)| {
+                let own_empty = seen.own_empty && self.conclusive(seen.untracked_then);
                 self.returned.contains_key(seq)
-                    || *own_empty
-                    || self.last_empty_drain.is_some_and(|empty| empty > *drain)
+                    || own_empty
+                    || self
+                        .last_empty_drain
+                        .is_some_and(|empty| empty > seen.drain)
                     || all_confirmed
             })
             .map(|(seq, _)| *seq)
             .collect();
         for seq in decided {
-            let (_, own_empty, outcome) = self.undecided.remove(&seq).expect("listed above");
+            let seen = self.undecided.remove(&seq).expect("listed above");
             let outcome = match self.returned.remove(&seq) {
                 Some(returned) => returned,
                 // Its return may be stuck in a dead channel's queue.
-                None if self.failed && !own_empty && matches!(outcome, Outcome::Acked) => {
+                None if self.failed
+                    && !seen.own_empty
+                    && matches!(seen.outcome, Outcome::Acked) =>
+                {
                     Outcome::Lost {
                         why: "the channel closed before the confirm could be told from a return"
                             .to_owned(),
                         refused: None,
                     }
                 }
-                None => outcome,
+                None => seen.outcome,
             };
             self.reply(seq, outcome);
         }
         // Returns of publishes decided already (none, if the rules hold).
-        let undecided = &self.undecided;
-        let replies = &self.replies;
-        self.returned
-            .retain(|seq, _| undecided.contains_key(seq) || replies.contains_key(seq));
+        // A return may come before its publish is tracked or confirmed.
+        let (undecided, replies, announced) = (&self.undecided, &self.replies, &self.announced);
+        self.returned.retain(|seq, _| {
+            undecided.contains_key(seq) || replies.contains_key(seq) || announced.contains(seq)
+        });
         self.drain += 1;
     }
 
@@ -913,8 +989,8 @@ mod tests {
         let mut outcomes = Vec::new();
         for seq in 1..=count {
             let (reply, outcome) = oneshot::channel();
-            pump.announced.insert(seq);
-            pump.replies.insert(seq, reply);
+            pump.announce(seq);
+            pump.track(seq, reply);
             outcomes.push(outcome);
         }
         (pump, outcomes)
@@ -978,6 +1054,67 @@ mod tests {
         pump.settle(1, acked(None));
         pump.end_drain();
         assert_eq!(decided(&mut outcomes[0]).as_deref(), Some("returned k1"));
+    }
+
+    /// B3 under load: publish 2 is written but its `Track` not sent yet
+    /// when 1's confirm comes without a return, because lapin hung 1's
+    /// return on 2's confirm, complete already. 1 is decided only once 2
+    /// is tracked and its confirm seen.
+    #[test]
+    fn b03_a_return_on_an_untracked_confirm_is_waited_for() {
+        let (mut pump, mut outcomes) = books(1);
+        pump.announce(2);
+        pump.settle(1, acked(None));
+        pump.end_drain();
+        assert_eq!(decided(&mut outcomes[0]), None, "2 may hold 1's return");
+        let (reply, mut second) = oneshot::channel();
+        pump.track(2, reply);
+        pump.settle(2, acked(Some(1)));
+        pump.end_drain();
+        assert_eq!(decided(&mut outcomes[0]).as_deref(), Some("returned k1"));
+        assert_eq!(decided(&mut second).as_deref(), Some("acked"));
+    }
+
+    /// B3 as CI saw it: 1's confirm carries the return of 2, whose
+    /// `Track` is not sent yet. The return is kept for 2, not dropped as
+    /// belonging to no one.
+    #[test]
+    fn b03_a_return_of_an_untracked_publish_is_kept_for_it() {
+        let (mut pump, mut outcomes) = books(1);
+        pump.announce(2);
+        pump.settle(1, acked(Some(2)));
+        pump.end_drain();
+        let (reply, mut second) = oneshot::channel();
+        pump.track(2, reply);
+        pump.settle(2, acked(None));
+        pump.end_drain();
+        assert_eq!(decided(&mut second).as_deref(), Some("returned k2"));
+        assert_eq!(decided(&mut outcomes[0]).as_deref(), Some("acked"));
+    }
+
+    /// The same for a confirm without a return in a later drain: it
+    /// proves nothing while a publish untracked then may hold the return.
+    #[test]
+    fn b03_an_empty_confirm_proves_nothing_while_a_publish_is_untracked() {
+        let (mut pump, mut outcomes) = books(3);
+        pump.settle(1, acked(Some(2)));
+        pump.end_drain();
+        pump.announce(4);
+        pump.settle(3, acked(None));
+        pump.end_drain();
+        assert_eq!(decided(&mut outcomes[0]), None, "4 may hold 1's return");
+        assert_eq!(decided(&mut outcomes[2]), None, "4 may hold 3's return");
+        let (reply, mut fourth) = oneshot::channel();
+        pump.track(4, reply);
+        pump.settle(4, acked(Some(1)));
+        pump.end_drain();
+        assert_eq!(decided(&mut outcomes[0]).as_deref(), Some("returned k1"));
+        assert_eq!(decided(&mut outcomes[2]).as_deref(), Some("acked"));
+        assert_eq!(decided(&mut fourth), None, "2 is not confirmed yet");
+        pump.settle(2, acked(None));
+        pump.end_drain();
+        assert_eq!(decided(&mut outcomes[1]).as_deref(), Some("returned k2"));
+        assert_eq!(decided(&mut fourth).as_deref(), Some("acked"));
     }
 
     #[test]
