@@ -27,6 +27,7 @@ use parking_lot::Mutex;
 use redis::Value;
 use redis::aio::MultiplexedConnection;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
@@ -112,6 +113,14 @@ struct State {
     requeue: mpsc::UnboundedSender<Delivery>,
 }
 
+impl State {
+    /// How long a reader asked to stop may take: a blocking read, or a
+    /// pause between reconnections, and a margin.
+    fn stop_within(&self) -> Duration {
+        self.shared.settings.block.max(MAX_BACK_OFF) + Duration::from_secs(1)
+    }
+}
+
 /// The IDs a consumer handed out and settled.
 #[derive(Default)]
 struct Tracking {
@@ -152,7 +161,8 @@ pub(crate) struct RedisConsumer {
     state: Arc<State>,
     deliveries: mpsc::UnboundedReceiver<Delivery>,
     requeued: mpsc::UnboundedReceiver<Delivery>,
-    task: tokio::task::JoinHandle<()>,
+    /// The reader; taken when the consumer is cancelled or dropped.
+    task: Option<JoinHandle<()>>,
     cancelled: bool,
 }
 
@@ -178,7 +188,7 @@ impl RedisConsumer {
             state,
             deliveries,
             requeued,
-            task,
+            task: Some(task),
             cancelled: false,
         }
     }
@@ -209,9 +219,12 @@ impl Consumer for RedisConsumer {
 
     async fn cancel(&mut self) -> Result<(), BinderError> {
         self.cancelled = true;
-        self.task.abort();
-        // Read but never handed out: back to the group at once.
-        let mut ids = Vec::new();
+        self.deliveries.close();
+        if let Some(task) = self.task.take() {
+            reader_stopped(task, self.state.stop_within()).await;
+        }
+        // Read but never handed out: back to the group at once, with what
+        // the reader's last read took and could not hand out.
         while let Ok(delivery) = self
             .requeued
             .try_recv()
@@ -221,29 +234,47 @@ impl Consumer for RedisConsumer {
             // A Redis delivery's id is its stream entry's id.
             let id = acknowledger.id().to_string();
             self.state.tracking.lock().held.remove(id.as_str());
-            ids.push(id);
             drop(acknowledger);
         }
         if let ReadFrom::Group { stream, group, .. } = &self.state.from {
-            give_back(&self.state.shared, stream, group, &ids).await?;
+            give_back_pending(&self.state, stream, group, Held::Kept).await?;
         }
         Ok(())
     }
 }
 
+/// Lets the reader end by itself: a read it has in flight is answered
+/// first, so whatever the server hands it lands in this consumer's pending
+/// list before that list goes back to the group. An aborted read is still
+/// served by the server, and its entries would wait for `min-idle`.
+async fn reader_stopped(task: JoinHandle<()>, within: Duration) {
+    let abort = task.abort_handle();
+    if tokio::time::timeout(within, task).await.is_err() {
+        abort.abort();
+    }
+}
+
 impl Drop for RedisConsumer {
     fn drop(&mut self) {
-        self.task.abort();
         self.state.gone.store(true, Ordering::SeqCst);
-        let ReadFrom::Group { stream, group, .. } = self.state.from.clone() else {
-            return;
-        };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        // None once `cancel` stopped the reader.
+        let reader = self.task.take();
+        let (ReadFrom::Group { stream, group, .. }, Ok(runtime)) = (
+            self.state.from.clone(),
+            tokio::runtime::Handle::try_current(),
+        ) else {
+            if let Some(reader) = reader {
+                reader.abort();
+            }
             return;
         };
         let state = self.state.clone();
+        // The reader sees its channel closed once this consumer is gone.
         runtime.spawn(async move {
-            if let Err(e) = give_back_all(&state, &stream, &group).await {
+            if let Some(reader) = reader {
+                reader_stopped(reader, state.stop_within()).await;
+            }
+            if let Err(e) = give_back_pending(&state, &stream, &group, Held::GivenBack).await {
                 warn!(
                     stream,
                     group,
@@ -279,15 +310,27 @@ async fn give_back(shared: &Shared, stream: &str, group: &str, ids: &[String]) -
     Ok(())
 }
 
-/// Hands back every entry pending on this consumer.
-async fn give_back_all(state: &State, stream: &str, group: &str) -> Result<()> {
+/// What [`give_back_pending`] does with entries the application holds.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Held {
+    /// They stay pending on this consumer until the application settles
+    /// them (a cancelled consumer).
+    Kept,
+    /// They go back too (a dropped consumer: its deliveries can no longer
+    /// be settled).
+    GivenBack,
+}
+
+/// Hands back the entries pending on this consumer.
+async fn give_back_pending(state: &State, stream: &str, group: &str, held: Held) -> Result<()> {
     let shared = &state.shared;
     let mut ops = shared.ops().await?;
+    let mut from = "-".to_owned();
     loop {
         let reply: Value = redis::cmd("XPENDING")
             .arg(stream)
             .arg(group)
-            .arg("-")
+            .arg(&from)
             .arg("+")
             .arg(CHUNK)
             .arg(&state.name)
@@ -306,15 +349,26 @@ async fn give_back_all(state: &State, stream: &str, group: &str) -> Result<()> {
                 .collect(),
             _ => Vec::new(),
         };
-        if ids.is_empty() {
+        let Some(last) = ids.last() else {
             break;
-        }
+        };
+        // Exclusive from the last one listed: held entries stay listed.
+        from = format!("({last}");
+        let ids: Vec<String> = match held {
+            Held::GivenBack => ids,
+            Held::Kept => {
+                let tracking = state.tracking.lock();
+                ids.into_iter()
+                    .filter(|id| !tracking.held.contains(id))
+                    .collect()
+            }
+        };
         give_back(shared, stream, group, &ids).await?;
     }
     // The consumer stays in the group until a sweep finds it empty and
-    // idle (`remove_dead_consumers`): a read of the aborted task that the
-    // server took after the XPENDING above left entries pending on it, and
-    // XGROUP DELCONSUMER would drop those from the group for good.
+    // idle (`remove_dead_consumers`): should its reader have been aborted
+    // in a read the server answered after the XPENDING above, entries are
+    // pending on it, and XGROUP DELCONSUMER would drop those for good.
     Ok(())
 }
 
@@ -408,7 +462,10 @@ impl Reader {
                     warn!(stream = self.state.from.stream(), "read failed: {e}");
                     self.recover(&e).await;
                 }
-                tokio::time::sleep(self.back_off).await;
+                tokio::select! {
+                    () = tokio::time::sleep(self.back_off) => {}
+                    () = self.sender.closed() => return,
+                }
                 self.back_off = (self.back_off * 2).min(MAX_BACK_OFF);
             }
         }
@@ -765,6 +822,8 @@ impl Reader {
                 .send(Delivery::new(message, Box::new(handle)))
                 .is_err()
             {
+                // The consumer stopped; the delivery, dropped unsettled,
+                // is no longer held and goes back with the pending list.
                 return Ok(());
             }
         }

@@ -286,6 +286,68 @@ async fn a_delivery_dropped_without_ack_comes_back_after_min_idle() {
     assert!(recv_none(consumer.as_mut(), QUIET).await.is_none());
 }
 
+/// A binder whose reads block long enough that a consumer is surely
+/// inside one when the test lets it go.
+async fn binder_with_long_reads() -> Arc<RedisBinder> {
+    let settings = common::settings(&url()).block(Duration::from_secs(3));
+    let binder = Arc::new(RedisBinder::new("redis", settings).expect("binder"));
+    binder.connect().await.expect("Redis answers");
+    binder
+}
+
+/// How a consumer in the middle of a blocking read is let go.
+enum LetGo {
+    Drop,
+    Cancel,
+}
+
+/// An entry sent while a consumer that is being let go still blocks in a
+/// read is served to that read; it must reach the group's next consumer
+/// at once, not after `min-idle` (30 s here).
+async fn entry_served_to_a_read_in_flight_reaches_the_next_consumer(let_go: LetGo) {
+    bindery_testkit::init_logging();
+    let binder = binder_with_long_reads().await;
+    let (destination, group) = (unique_name("in-flight"), "workers".to_owned());
+    let producer = producer_with_group(&binder, &destination, &group).await;
+    let mut leaving = binder
+        .consumer(&group_spec(&destination, &group))
+        .await
+        .unwrap();
+    // Long enough for its first blocking XREADGROUP to be on the server.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Sent while the consumer is let go: the server may serve it to the
+    // read in flight.
+    let sending = {
+        let producer = producer.clone();
+        tokio::spawn(async move { send_confirmed(producer.as_ref(), numbered(1)).await })
+    };
+    match let_go {
+        LetGo::Drop => drop(leaving),
+        LetGo::Cancel => leaving.cancel().await.expect("cancel"),
+    }
+    sending.await.expect("send");
+    let mut next = binder
+        .consumer(&group_spec(&destination, &group))
+        .await
+        .unwrap();
+    let delivery = tokio::time::timeout(Duration::from_secs(10), next.recv())
+        .await
+        .expect("the entry reaches the next consumer well before min-idle")
+        .expect("a delivery");
+    assert_eq!(number_of(&delivery), 1);
+    delivery.ack().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_served_to_a_dropped_consumers_last_read_is_handed_back() {
+    entry_served_to_a_read_in_flight_reaches_the_next_consumer(LetGo::Drop).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_served_to_a_cancelled_consumers_last_read_is_handed_back() {
+    entry_served_to_a_read_in_flight_reaches_the_next_consumer(LetGo::Cancel).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_len_trims_the_stream() {
     bindery_testkit::init_logging();
