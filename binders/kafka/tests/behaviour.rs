@@ -1,17 +1,17 @@
 //! The Kafka binder beyond the conformance suite, against a real Kafka
 //! broker (`BINDERY_TEST_KAFKA_BROKERS`, default `127.0.0.1:9092`; start
-//! Apache Kafka there with `scripts/brokers/ensure-kafka.sh`): a consumer
-//! process killed mid-stream, rebalances while members come and go,
+//! Apache Kafka there with `scripts/brokers/ensure-kafka.sh`): rebalances
+//! while members come and go,
 //! dead-letter topics, offsets, anonymous subscriptions, and broker loss
 //! (on a private Apache Kafka node, killed and restarted, so the shared
-//! broker is never disturbed).
+//! broker is never disturbed). A consumer process killed mid-stream is
+//! `consumer_killed.rs`.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+mod support;
 
 use bindery::binder::BinderExt;
 use bindery::binder::{Binder, Consumer, ConsumerSpec, Delivery, Producer, ProducerSpec};
@@ -19,64 +19,19 @@ use bindery::kafka::{KafkaBinder, OriginalRecord};
 use bindery::message::names;
 use bindery::{App, Message, RunningApp, State};
 use bindery_testkit::{init_logging, unique_name};
-use bindery_tests::kafka::{
-    BROKERS_VAR, PrivateBroker, require_broker, settings_for, test_settings,
-};
+use bindery_tests::kafka::{PrivateBroker, settings_for, test_settings};
 use bytes::Bytes;
 use parking_lot::Mutex;
+use support::{binder, numbered, send_all, tally, wait_until, within};
 
 // ----------------------------------------------------------------------
 // Helpers
-
-/// Waits until `done` holds, checking every 50 ms, failing after `timeout`.
-async fn wait_until(timeout: Duration, what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(
-            Instant::now() < deadline,
-            "{what}: not done within {timeout:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Runs `future` with a deadline.
-async fn within<T>(timeout: Duration, what: &str, future: impl Future<Output = T>) -> T {
-    tokio::time::timeout(timeout, future)
-        .await
-        .unwrap_or_else(|_| panic!("{what}: not done within {timeout:?}"))
-}
-
-/// A binder on the shared broker that creates topics with `partitions`.
-fn binder(name: &str, partitions: usize) -> Arc<KafkaBinder> {
-    let mut settings = test_settings();
-    settings.partitions = partitions;
-    Arc::new(KafkaBinder::new(name, settings))
-}
-
-fn numbered(i: u64) -> Message {
-    Message::new(Bytes::from(i.to_string()))
-        .with_content_type("text/plain")
-        .with_key(format!("k{}", i % 32))
-}
 
 fn number_of(delivery: &Delivery) -> u64 {
     std::str::from_utf8(delivery.message().payload())
         .expect("utf-8")
         .parse()
         .expect("a number")
-}
-
-/// Sends every message with all of them in flight, then waits for every
-/// confirmation.
-async fn send_all(producer: &dyn Producer, messages: impl IntoIterator<Item = Message>) {
-    let mut confirmations = Vec::new();
-    for message in messages {
-        confirmations.push(producer.send(message).await.expect("send"));
-    }
-    for confirmation in confirmations {
-        confirmation.await.expect("broker confirmation");
-    }
 }
 
 async fn recv(consumer: &mut dyn Consumer, what: &str) -> Delivery {
@@ -151,129 +106,6 @@ fn sink_config(destination: &str, group: &str, concurrency: usize) -> String {
         prefetch = 64
         "#
     )
-}
-
-/// Losses and duplicates of `count` messages numbered from 0.
-fn tally(ids: impl IntoIterator<Item = u64>, count: u64) -> (u64, u64) {
-    let mut seen: BTreeMap<u64, u64> = BTreeMap::new();
-    for id in ids {
-        *seen.entry(id).or_default() += 1;
-    }
-    let losses = (0..count).filter(|id| !seen.contains_key(id)).count() as u64;
-    let duplicates = seen.values().map(|n| n - 1).sum();
-    (losses, duplicates)
-}
-
-// ----------------------------------------------------------------------
-// A consumer process killed mid-stream
-
-fn read_ids(path: &Path) -> Vec<u64> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|line| line.parse().ok())
-        .collect()
-}
-
-fn spawn_consumer(topic: &str, group: &str, output: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_kafka_consumer_app"))
-        .args([topic, group, &output.display().to_string(), "1"])
-        .env(BROKERS_VAR, require_broker())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start kafka_consumer_app")
-}
-
-/// Deletes the file when the test ends, however it ends.
-struct TempFile(PathBuf);
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-/// Kills the process when the test ends, however it ends.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn consumer_process_killed_mid_stream_loses_nothing() {
-    init_logging();
-    const COUNT: u64 = 10_000;
-    let topic = unique_name("killed");
-    let group = unique_name("killed-group");
-    let output = TempFile(std::env::temp_dir().join(format!("{topic}.ids")));
-    let seeder = binder("seeder", 4);
-    let producer = seeder
-        .producer(&ProducerSpec::new("seed", &topic).partition_count(4))
-        .await
-        .expect("bind producer");
-    send_all(producer.as_ref(), (0..COUNT).map(numbered)).await;
-
-    let mut first = Running(spawn_consumer(&topic, &group, &output.0));
-    wait_until(Duration::from_secs(120), "first process mid-stream", || {
-        read_ids(&output.0).len() >= 3_000
-    })
-    .await;
-    first.0.kill().expect("SIGKILL the consumer");
-    first.0.wait().expect("reap it");
-    let at_kill = read_ids(&output.0).len();
-    assert!(
-        (at_kill as u64) < COUNT,
-        "killed after it had processed everything ({at_kill})"
-    );
-
-    let mut second = Running(spawn_consumer(&topic, &group, &output.0));
-    wait_until(
-        Duration::from_secs(180),
-        "restarted process catches up",
-        || {
-            read_ids(&output.0)
-                .into_iter()
-                .collect::<BTreeSet<_>>()
-                .len() as u64
-                >= COUNT
-        },
-    )
-    .await;
-    // A graceful stop (SIGINT) commits what it processed.
-    let _ = Command::new("kill")
-        .args(["-INT", &second.0.id().to_string()])
-        .status();
-    let stopped = within(
-        Duration::from_secs(60),
-        "restarted process stops on SIGINT",
-        async {
-            loop {
-                if let Ok(Some(status)) = second.0.try_wait() {
-                    return status;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        },
-    )
-    .await;
-    let ids = read_ids(&output.0);
-    let (losses, duplicates) = tally(ids.iter().copied(), COUNT);
-    println!(
-        "consumer killed (SIGKILL) after {at_kill} of {COUNT} messages and restarted: \
-         {} processed, losses = {losses}, duplicates = {duplicates}",
-        ids.len()
-    );
-    assert!(
-        stopped.success(),
-        "the restarted process exits cleanly on SIGINT: {stopped}"
-    );
-    assert_eq!(losses, 0, "every message processed at least once");
 }
 
 // ----------------------------------------------------------------------

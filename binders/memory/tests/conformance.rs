@@ -1,4 +1,5 @@
-//! The memory binder under the conformance suite.
+//! The binder conformance suite against the memory binder, each case on a
+//! private broker of its own.
 
 use std::sync::Arc;
 
@@ -9,7 +10,7 @@ use bindery_testkit::conformance::BinderHarness;
 
 /// A private broker per case.
 #[derive(Debug, Default)]
-pub struct MemoryHarness;
+struct MemoryHarness;
 
 #[async_trait]
 impl BinderHarness for MemoryHarness {
@@ -21,3 +22,5 @@ impl BinderHarness for MemoryHarness {
         &[]
     }
 }
+
+bindery_testkit::conformance_suite!(MemoryHarness);
