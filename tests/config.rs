@@ -96,8 +96,8 @@ fn defaults_follow_spring_cloud_stream() {
         input.consumer.dead_letter,
         "dead-letter defaults on with a group"
     );
-    assert_eq!(input.consumer.concurrency, 1);
-    assert_eq!(input.consumer.prefetch, 16);
+    assert_eq!(input.consumer.concurrency.get(), 1);
+    assert_eq!(input.consumer.prefetch.get(), 16);
     assert_eq!(
         input
             .consumer

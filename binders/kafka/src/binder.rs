@@ -275,9 +275,9 @@ impl KafkaBinder {
             );
         }
         let producer = self
-            .producer_to(&spec.destination, &options, spec.partition_count)
+            .producer_to(&spec.destination, &options, spec.partition_count.get())
             .await?;
-        Ok(Arc::new(producer.partitioned(spec.partition_count)))
+        Ok(Arc::new(producer.partitioned(spec.partition_count.get())))
     }
 }
 

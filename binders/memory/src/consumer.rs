@@ -7,6 +7,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -65,7 +66,7 @@ impl Hasher for SequenceHasher {
 impl MemoryConsumer {
     pub(crate) fn new(
         queue: Arc<Queue>,
-        prefetch: usize,
+        prefetch: NonZeroUsize,
         owned_queue: Option<Arc<Broker>>,
     ) -> Self {
         Self {
@@ -73,7 +74,7 @@ impl MemoryConsumer {
                 queue,
                 unacked: Mutex::new(Some(Unacked::default())),
             }),
-            prefetch: prefetch.max(1),
+            prefetch: prefetch.get(),
             taken: VecDeque::new(),
             cancelled: false,
             owned_queue,

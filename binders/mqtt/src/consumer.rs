@@ -12,6 +12,7 @@
 //! is refused (it could acknowledge a different message that reuses the
 //! packet id) and the new delivery is the one to settle.
 
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -46,7 +47,7 @@ pub(crate) struct Plan {
     pub(crate) unsubscribe: Vec<String>,
     /// Anonymous subscriptions start clean; group members resume.
     pub(crate) clean_start: bool,
-    pub(crate) prefetch: usize,
+    pub(crate) prefetch: NonZeroUsize,
     pub(crate) config: ClientConfig,
     /// The group member's slot; `None` for anonymous subscriptions.
     pub(crate) slot: Option<Arc<Slot>>,
@@ -82,10 +83,9 @@ impl MqttConsumer {
     /// Connects, subscribes, and returns once the broker acknowledged every
     /// subscription (or fails, leaving nothing running).
     pub(crate) async fn bind(mut plan: Plan, health: HealthSlot) -> Result<Self, MqttError> {
-        let receive_maximum =
-            u16::try_from(plan.prefetch.clamp(1, usize::from(u16::MAX))).unwrap_or(u16::MAX);
+        let receive_maximum = u16::try_from(plan.prefetch.get()).unwrap_or(u16::MAX);
         let options = plan.config.options(plan.clean_start, Some(receive_maximum));
-        let (client, eventloop) = AsyncClient::new(options, plan.prefetch + 64);
+        let (client, eventloop) = AsyncClient::new(options, plan.prefetch.get() + 64);
         let (requeue, received) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             client,

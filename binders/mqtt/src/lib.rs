@@ -280,7 +280,7 @@ impl MqttBinder {
         spec: &ConsumerSpec,
     ) -> Result<Box<dyn Consumer>, BinderError> {
         check_names(&spec.binding, &spec.destination, spec.group.as_deref())?;
-        let prefetch = spec.prefetch.max(1);
+        let prefetch = spec.prefetch;
         let plan = match &spec.group {
             Some(group) => {
                 let filters = Self::group_filters(spec, &spec.destination, group)?;
@@ -352,7 +352,7 @@ impl MqttBinder {
             filters,
             unsubscribe: Vec::new(),
             clean_start: false,
-            prefetch: of.spec().prefetch.max(1),
+            prefetch: of.spec().prefetch,
             config: self
                 .config
                 .with_client(slot.client_id(), self.config.session_expiry),

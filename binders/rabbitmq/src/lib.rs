@@ -267,7 +267,7 @@ impl RabbitBinder {
             connector: self.consuming.clone(),
             topology,
             queue: queue.into(),
-            prefetch: u16::try_from(spec.prefetch).unwrap_or(u16::MAX).max(1),
+            prefetch: u16::try_from(spec.prefetch.get()).unwrap_or(u16::MAX),
             retry_pause: self
                 .settings
                 .reconnect_max_interval

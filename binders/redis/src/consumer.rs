@@ -169,7 +169,7 @@ pub(crate) struct RedisConsumer {
 impl RedisConsumer {
     /// Starts reading `from` for `spec` (prefetch, routing keys).
     pub(crate) fn start(shared: Arc<Shared>, from: ReadFrom, spec: &ConsumerSpec) -> Self {
-        let prefetch = spec.prefetch.max(1);
+        let prefetch = spec.prefetch.get();
         let (requeue, requeued) = mpsc::unbounded_channel();
         let (sender, deliveries) = mpsc::unbounded_channel();
         let state = Arc::new(State {

@@ -477,7 +477,7 @@ impl Binder for RedisBinder {
                         of.spec().binding.clone(),
                         Self::dead_letter_stream(of),
                     )
-                    .prefetch(of.spec().prefetch),
+                    .prefetch(of.spec().prefetch.get()),
                 )
             }
         };

@@ -20,6 +20,7 @@ mod driver;
 pub(crate) mod tracker;
 
 use std::collections::HashMap;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -98,7 +99,7 @@ pub(crate) struct ConsumerPlan {
     pub(crate) topic: String,
     pub(crate) membership: Membership,
     pub(crate) start: StartOffset,
-    pub(crate) prefetch: usize,
+    pub(crate) prefetch: NonZeroUsize,
     pub(crate) routing_keys: Vec<RoutingPattern>,
     /// librdkafka configuration, complete but for what this module sets.
     pub(crate) config: ClientConfig,
@@ -180,7 +181,7 @@ pub(crate) async fn bind(
         }
     }
 
-    let prefetch = plan.prefetch.max(1);
+    let prefetch = plan.prefetch.get();
     let (deliveries, deliveries_rx) = mpsc::channel(prefetch);
     let polling = CancellationToken::new();
     let closed = CancellationToken::new();

@@ -1,5 +1,10 @@
 //! What a binding asks of the binder: the consumer and producer specs the
 //! runtime builds from validated configuration.
+//!
+//! Counts that cannot be zero are [`NonZeroUsize`]: a binder reads them as
+//! they are, without guarding against a zero that validation refused.
+
+use std::num::NonZeroUsize;
 
 use super::options::BindingOptions;
 use crate::routing::RoutingPattern;
@@ -15,9 +20,9 @@ pub struct ConsumerSpec {
     /// The consumer group; `None` is an anonymous, non-durable subscription.
     pub group: Option<String>,
     /// At most this many unacknowledged deliveries at once.
-    pub prefetch: usize,
+    pub prefetch: NonZeroUsize,
     /// How many messages the runtime processes in parallel.
-    pub concurrency: usize,
+    pub concurrency: NonZeroUsize,
     /// Only messages whose routing key matches one of these are delivered.
     pub routing_keys: Vec<RoutingPattern>,
     /// Whether failed messages go to a dead-letter destination.
@@ -35,8 +40,8 @@ impl ConsumerSpec {
             binding: binding.into(),
             destination: destination.into(),
             group: None,
-            prefetch: 16,
-            concurrency: 1,
+            prefetch: NonZeroUsize::new(16).expect("16 is not zero"),
+            concurrency: NonZeroUsize::MIN,
             routing_keys: vec![RoutingPattern::any()],
             dead_letter: false,
             options: BindingOptions::none(),
@@ -49,15 +54,16 @@ impl ConsumerSpec {
         self
     }
 
-    /// Sets the prefetch bound.
+    /// Sets the prefetch bound; 0 counts as 1 (configuration refuses 0
+    /// before it gets here).
     pub fn prefetch(mut self, prefetch: usize) -> Self {
-        self.prefetch = prefetch.max(1);
+        self.prefetch = at_least_one(prefetch);
         self
     }
 
-    /// Sets the concurrency.
+    /// Sets the concurrency; 0 counts as 1.
     pub fn concurrency(mut self, concurrency: usize) -> Self {
-        self.concurrency = concurrency.max(1);
+        self.concurrency = at_least_one(concurrency);
         self
     }
 
@@ -100,7 +106,7 @@ pub struct ProducerSpec {
     pub required_groups: Vec<String>,
     /// The number of partitions the producer expects (on binders with
     /// [`partitions`](super::Capabilities::partitions)).
-    pub partition_count: usize,
+    pub partition_count: NonZeroUsize,
     /// The binder-specific section `[bindings.X.<type>]`, parsed by
     /// validation into the binder type's options.
     pub options: BindingOptions,
@@ -113,7 +119,7 @@ impl ProducerSpec {
             binding: binding.into(),
             destination: destination.into(),
             required_groups: Vec::new(),
-            partition_count: 1,
+            partition_count: NonZeroUsize::MIN,
             options: BindingOptions::none(),
         }
     }
@@ -134,9 +140,13 @@ impl ProducerSpec {
         self
     }
 
-    /// Sets the partition count.
+    /// Sets the partition count; 0 counts as 1.
     pub fn partition_count(mut self, count: usize) -> Self {
-        self.partition_count = count.max(1);
+        self.partition_count = at_least_one(count);
         self
     }
+}
+
+fn at_least_one(count: usize) -> NonZeroUsize {
+    NonZeroUsize::new(count).unwrap_or(NonZeroUsize::MIN)
 }

@@ -152,9 +152,11 @@ pub struct ProducerSettings {
     /// function set, if any.
     pub routing_key: Option<String>,
     /// Key template, e.g. `{payload.customer}`; it orders messages and
-    /// chooses the Kafka partition. Default: the key the function set.
+    /// chooses the partition on a binder with partitions. Default: the key
+    /// the function set.
     pub partition_key: Option<String>,
-    /// Partitions the destination should have (Kafka). Default 1.
+    /// Partitions the destination should have, on a binder with
+    /// [`partitions`](crate::binder::Capabilities::partitions). Default 1.
     pub partition_count: Option<usize>,
     /// Groups provisioned with the producer, so messages sent before their
     /// consumers start are kept. Default none.

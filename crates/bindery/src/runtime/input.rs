@@ -233,7 +233,7 @@ pub(crate) async fn consume(
     binding: Arc<InputBinding>,
     mut consumer: Box<dyn Consumer>,
 ) -> Result<(), Error> {
-    let concurrency = binding.plan.consumer.concurrency.max(1);
+    let concurrency = binding.plan.consumer.concurrency.get();
     let result = if concurrency == 1 {
         consume_in_one_lane(&binding, consumer.as_mut()).await
     } else {
@@ -301,7 +301,7 @@ async fn consume_in_lanes(
     consumer: &mut dyn Consumer,
     concurrency: usize,
 ) -> Result<(), Error> {
-    let capacity = binding.plan.consumer.prefetch.max(1);
+    let capacity = binding.plan.consumer.prefetch.get();
     let mut lanes = Vec::with_capacity(concurrency);
     let mut workers = JoinSet::new();
     for index in 0..concurrency {

@@ -294,7 +294,7 @@ async fn run_input(
     let counters = shared.stats.binding(&input.binding);
     let watch = Arc::new(BindingWatch::new(
         &input.binding,
-        spec.concurrency,
+        spec.concurrency.get(),
         input.invocation_timeout,
     ));
     shared.watches.lock().push(watch.clone());

@@ -1,6 +1,7 @@
 //! A cancel-safe hand-over from a binder's client task to its consumer,
 //! bounded by prefetch permits that come back when a delivery is settled.
 
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
@@ -21,6 +22,8 @@ use crate::message::{DeliveryId, Headers, Message};
 /// cancel-safe: a receive dropped in a `select!` loses nothing.
 ///
 /// ```
+/// use std::num::NonZeroUsize;
+///
 /// use bindery_core::binder::kit::delivery_channel;
 /// # use bindery_core::binder::DeliveryHandle;
 /// # use bindery_core::message::{DeliveryId, Message};
@@ -32,7 +35,7 @@ use crate::message::{DeliveryId, Headers, Message};
 /// #     fn id(&self) -> DeliveryId { DeliveryId::in_queue("q".into(), self.0) }
 /// # }
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
-/// let (sender, mut receiver) = delivery_channel(1);
+/// let (sender, mut receiver) = delivery_channel(NonZeroUsize::MIN);
 /// sender.send(Message::new(bytes::Bytes::from_static(b"one")), Box::new(Tag(1))).await.unwrap();
 /// // One delivery is out and unsettled: the next send waits for it.
 /// assert!(!sender.has_room());
@@ -41,9 +44,9 @@ use crate::message::{DeliveryId, Headers, Message};
 /// assert!(sender.has_room());
 /// # });
 /// ```
-pub fn delivery_channel(prefetch: usize) -> (DeliverySender, DeliveryReceiver) {
+pub fn delivery_channel(prefetch: NonZeroUsize) -> (DeliverySender, DeliveryReceiver) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let permits = Arc::new(Semaphore::new(prefetch.max(1)));
+    let permits = Arc::new(Semaphore::new(prefetch.get()));
     (
         DeliverySender {
             tx,
@@ -203,7 +206,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn at_most_prefetch_deliveries_are_out_unsettled() {
-        let (sender, mut receiver) = delivery_channel(2);
+        let (sender, mut receiver) = delivery_channel(NonZeroUsize::new(2).unwrap());
         let feeder = tokio::spawn(async move {
             for n in 0..5 {
                 sender.send(message(n), Box::new(Tag(n))).await.unwrap();
@@ -228,7 +231,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_cancelled_receive_loses_nothing() {
-        let (sender, mut receiver) = delivery_channel(8);
+        let (sender, mut receiver) = delivery_channel(NonZeroUsize::new(8).unwrap());
         let waiting = tokio::time::timeout(Duration::from_millis(10), receiver.recv()).await;
         assert!(waiting.is_err(), "nothing to receive yet");
         sender.send(message(7), Box::new(Tag(7))).await.unwrap();
@@ -239,14 +242,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_send_after_the_receiver_is_gone_fails() {
-        let (sender, receiver) = delivery_channel(1);
+        let (sender, receiver) = delivery_channel(NonZeroUsize::MIN);
         drop(receiver);
         assert!(sender.send(message(1), Box::new(Tag(1))).await.is_err());
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_sender_waiting_for_a_permit_wakes_when_the_receiver_closes() {
-        let (sender, mut receiver) = delivery_channel(1);
+        let (sender, mut receiver) = delivery_channel(NonZeroUsize::MIN);
         sender.send(message(1), Box::new(Tag(1))).await.unwrap();
         let blocked = {
             let sender = sender.clone();
