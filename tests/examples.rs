@@ -10,6 +10,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use bindery::binder::Capabilities;
+use bindery::registry::BinderProvider;
 use bindery_tests::process::{example_path, repository_root};
 
 /// The binders every example runs on, by configuration file name.
@@ -20,16 +22,32 @@ enum Binder {
     RabbitMq,
     #[cfg(feature = "kafka")]
     Kafka,
+    #[cfg(feature = "redis")]
+    Redis,
+    #[cfg(feature = "mqtt")]
+    Mqtt,
 }
 
 impl Binder {
-    /// Whether a free consumer takes the next message (not on Kafka).
-    fn fair_dispatch(self) -> bool {
+    /// What the binder type declares it can do.
+    fn capabilities(self) -> Capabilities {
         match self {
+            Binder::Memory => bindery::memory::MemoryProvider::CAPABILITIES,
+            #[cfg(feature = "rabbitmq")]
+            Binder::RabbitMq => bindery::rabbitmq::RabbitProvider::CAPABILITIES,
             #[cfg(feature = "kafka")]
-            Binder::Kafka => false,
-            _ => true,
+            Binder::Kafka => bindery::kafka::KafkaProvider::CAPABILITIES,
+            #[cfg(feature = "redis")]
+            Binder::Redis => bindery::redis::RedisProvider::CAPABILITIES,
+            #[cfg(feature = "mqtt")]
+            Binder::Mqtt => bindery::mqtt::MqttProvider::CAPABILITIES,
         }
+    }
+
+    /// Whether a free consumer takes the next message: not on a
+    /// partitioned log, nor where the broker deals messages out by turns.
+    fn fair_dispatch(self) -> bool {
+        self.capabilities().fair_dispatch
     }
 
     fn config(self) -> &'static str {
@@ -39,6 +57,10 @@ impl Binder {
             Binder::RabbitMq => "rabbitmq.toml",
             #[cfg(feature = "kafka")]
             Binder::Kafka => "kafka.toml",
+            #[cfg(feature = "redis")]
+            Binder::Redis => "redis.toml",
+            #[cfg(feature = "mqtt")]
+            Binder::Mqtt => "mqtt.toml",
         }
     }
 }
@@ -62,7 +84,23 @@ fn command(example: &str, binder: Binder, suffix: &str) -> Command {
     command.env("RABBITMQ_URI", bindery_tests::rabbitmq::uri());
     #[cfg(feature = "kafka")]
     command.env("KAFKA_BROKERS", bindery_tests::kafka::brokers());
+    #[cfg(feature = "redis")]
+    command.env("REDIS_URL", redis_url());
+    #[cfg(feature = "mqtt")]
+    command.env("MQTT_URL", mqtt_url());
     command
+}
+
+/// The Redis server under test (as the Redis binder's own tests take it).
+#[cfg(feature = "redis")]
+fn redis_url() -> String {
+    std::env::var("BINDERY_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// The MQTT broker under test (as the MQTT binder's own tests take it).
+#[cfg(feature = "mqtt")]
+fn mqtt_url() -> String {
+    std::env::var("BINDERY_TEST_MQTT_URL").unwrap_or_else(|_| "mqtt://127.0.0.1:1883".to_owned())
 }
 
 /// Runs an example that exits by itself; returns its output.
@@ -636,6 +674,153 @@ mod kafka {
             .and_then(|h| h.value)
             .expect("x-exception-message");
         assert!(String::from_utf8_lossy(reason).contains("asks to fail"));
+        service.terminate();
+    }
+}
+
+/// Drives a running `uppercase` through `binder`, as another service on the
+/// same broker would: publishes to `words<suffix>` until its upper-case form
+/// arrives on `upper-words<suffix>` (the service may still be subscribing).
+#[cfg(any(feature = "redis", feature = "mqtt"))]
+async fn upper_cased_through(binder: std::sync::Arc<dyn bindery::binder::Binder>, suffix: &str) {
+    use bindery::Message;
+    use bindery::binder::{BinderExt, ConsumerSpec, ProducerSpec};
+
+    let mut output = binder
+        .consumer(&ConsumerSpec::new(
+            "probe-in",
+            format!("upper-words{suffix}"),
+        ))
+        .await
+        .expect("subscribe to the output");
+    let words = binder
+        .producer(&ProducerSpec::new("probe-out", format!("words{suffix}")))
+        .await
+        .expect("bind a producer of the input");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let delivery = loop {
+        let text = Message::new(bytes::Bytes::from_static(b"hello from another service"))
+            .with_content_type("text/plain");
+        match words.send(text).await.expect("send").await {
+            Ok(()) => {}
+            // The service has not subscribed yet (MQTT says so in its PUBACK).
+            Err(e) if e.kind() == bindery::BinderErrorKind::Unroutable => {}
+            Err(e) => panic!("send: {e}"),
+        }
+        if let Ok(Some(delivery)) =
+            tokio::time::timeout(Duration::from_secs(1), output.recv()).await
+        {
+            break delivery;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "uppercase answered nothing within 60 s"
+        );
+    };
+    assert_eq!(
+        delivery.message().payload().as_ref(),
+        b"HELLO FROM ANOTHER SERVICE"
+    );
+    delivery.ack().await.expect("ack");
+}
+
+/// The examples on Redis Streams.
+#[cfg(feature = "redis")]
+mod redis {
+    use super::*;
+
+    #[test]
+    fn quickstart_on_redis() {
+        check_quickstart(Binder::Redis);
+    }
+
+    #[test]
+    fn work_queue_on_redis() {
+        check_work_queue(Binder::Redis);
+    }
+
+    #[test]
+    fn registration_on_redis() {
+        check_registration(Binder::Redis);
+    }
+
+    #[test]
+    fn product_sync_on_redis() {
+        check_product_sync(Binder::Redis);
+    }
+
+    #[test]
+    fn order_pipeline_on_redis() {
+        check_order_pipeline(Binder::Redis);
+    }
+
+    #[test]
+    fn redrive_on_redis() {
+        check_redrive(Binder::Redis);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn uppercase_on_redis_serves_another_service() {
+        use bindery::redis::{RedisBinder, RedisSettings};
+
+        let suffix = suffix();
+        let service = Service::start("uppercase", Binder::Redis, &suffix);
+        let binder = RedisBinder::new("probe", RedisSettings::new(redis_url())).expect("settings");
+        binder.connect().await.unwrap_or_else(|e| {
+            panic!("Redis does not answer: {e}; start it with scripts/brokers/ensure-redis.sh")
+        });
+        upper_cased_through(std::sync::Arc::new(binder), &suffix).await;
+        service.terminate();
+    }
+}
+
+/// The examples on MQTT.
+#[cfg(feature = "mqtt")]
+mod mqtt {
+    use super::*;
+
+    #[test]
+    fn quickstart_on_mqtt() {
+        check_quickstart(Binder::Mqtt);
+    }
+
+    #[test]
+    fn work_queue_on_mqtt() {
+        check_work_queue(Binder::Mqtt);
+    }
+
+    #[test]
+    fn registration_on_mqtt() {
+        check_registration(Binder::Mqtt);
+    }
+
+    #[test]
+    fn product_sync_on_mqtt() {
+        check_product_sync(Binder::Mqtt);
+    }
+
+    #[test]
+    fn order_pipeline_on_mqtt() {
+        check_order_pipeline(Binder::Mqtt);
+    }
+
+    #[test]
+    fn redrive_on_mqtt() {
+        check_redrive(Binder::Mqtt);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn uppercase_on_mqtt_serves_another_service() {
+        use bindery::mqtt::{MqttBinder, MqttSettings};
+
+        let suffix = suffix();
+        let service = Service::start("uppercase", Binder::Mqtt, &suffix);
+        let settings = MqttSettings::new(mqtt_url()).client_id_prefix(format!("probe{suffix}"));
+        let binder = MqttBinder::new("probe", settings).expect("settings");
+        binder.connect().await.unwrap_or_else(|e| {
+            panic!("MQTT broker does not answer: {e}; start it with scripts/brokers/ensure-mosquitto.sh")
+        });
+        upper_cased_through(std::sync::Arc::new(binder), &suffix).await;
         service.terminate();
     }
 }

@@ -11,6 +11,8 @@
 //! cargo run --example order-pipeline -- --config examples/order-pipeline/memory.toml
 //! cargo run --example order-pipeline -- --config examples/order-pipeline/rabbitmq.toml
 //! cargo run --example order-pipeline -- --config examples/order-pipeline/kafka.toml
+//! cargo run --example order-pipeline -- --config examples/order-pipeline/redis.toml
+//! cargo run --example order-pipeline -- --config examples/order-pipeline/mqtt.toml
 //! ```
 
 use std::collections::BTreeMap;

@@ -12,6 +12,8 @@
 //! cargo run --example product-sync -- --config examples/product-sync/memory.toml
 //! cargo run --example product-sync -- --config examples/product-sync/rabbitmq.toml
 //! cargo run --example product-sync -- --config examples/product-sync/kafka.toml
+//! cargo run --example product-sync -- --config examples/product-sync/redis.toml
+//! cargo run --example product-sync -- --config examples/product-sync/mqtt.toml
 //! ```
 //!
 //! RabbitMQ matches the keys natively with queue bindings; Kafka and memory

@@ -9,6 +9,8 @@
 //! cargo run --example quickstart -- --check                      # print the wiring
 //! cargo run --example quickstart -- --config examples/quickstart/rabbitmq.toml
 //! cargo run --example quickstart -- --config examples/quickstart/kafka.toml
+//! cargo run --example quickstart -- --config examples/quickstart/redis.toml
+//! cargo run --example quickstart -- --config examples/quickstart/mqtt.toml
 //! ```
 //!
 //! The code never names a broker: the same program runs on RabbitMQ or

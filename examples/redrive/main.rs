@@ -10,6 +10,8 @@
 //! cargo run --example redrive -- --config examples/redrive/memory.toml
 //! cargo run --example redrive -- --config examples/redrive/rabbitmq.toml
 //! cargo run --example redrive -- --config examples/redrive/kafka.toml
+//! cargo run --example redrive -- --config examples/redrive/redis.toml
+//! cargo run --example redrive -- --config examples/redrive/mqtt.toml
 //! ```
 //!
 //! Here the redrive runs in process (`RunningApp::redrive`), which also

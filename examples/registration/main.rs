@@ -10,6 +10,8 @@
 //! cargo run --example registration -- --config examples/registration/memory.toml
 //! cargo run --example registration -- --config examples/registration/rabbitmq.toml
 //! cargo run --example registration -- --config examples/registration/kafka.toml
+//! cargo run --example registration -- --config examples/registration/redis.toml
+//! cargo run --example registration -- --config examples/registration/mqtt.toml
 //! ```
 
 use std::collections::BTreeMap;

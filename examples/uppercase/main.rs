@@ -4,18 +4,20 @@
 //! writes its upper-case form to `upper-words` (content type `text/plain`).
 //! A text containing the word `fail` raises a retryable error: after its
 //! attempts (100 ms back-off in these configurations) it lands in the
-//! dead-letter destination — `words.upper.dlq` on RabbitMQ and memory,
+//! dead-letter destination — `words.upper.dlq` on RabbitMQ, memory, Redis and MQTT,
 //! `error.words.upper` on Kafka. The service runs until SIGINT or SIGTERM.
 //!
 //! ```text
 //! cargo run --example uppercase -- --config examples/uppercase/memory.toml
 //! cargo run --example uppercase -- --config examples/uppercase/rabbitmq.toml
 //! cargo run --example uppercase -- --config examples/uppercase/kafka.toml
+//! cargo run --example uppercase -- --config examples/uppercase/redis.toml
+//! cargo run --example uppercase -- --config examples/uppercase/mqtt.toml
 //! ```
 //!
 //! On the memory binder nothing outside the process can publish, so
 //! `memory.toml` also runs `demo-words` (a source of a few texts) and two
-//! sinks that print the output and the dead letters. On RabbitMQ and Kafka
+//! sinks that print the output and the dead letters. On the brokers
 //! only `uppercase` runs: publish to `words` with any client, e.g.
 //! `rabbitmqadmin publish exchange=words routing_key=x payload="hello"`.
 

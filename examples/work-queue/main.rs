@@ -9,6 +9,8 @@
 //! cargo run --example work-queue -- --config examples/work-queue/memory.toml
 //! cargo run --example work-queue -- --config examples/work-queue/rabbitmq.toml
 //! cargo run --example work-queue -- --config examples/work-queue/kafka.toml
+//! cargo run --example work-queue -- --config examples/work-queue/redis.toml
+//! cargo run --example work-queue -- --config examples/work-queue/mqtt.toml
 //! ```
 //!
 //! Kafka has no fair dispatch: work is split by partition, not by speed.
