@@ -3,8 +3,9 @@
 //! raw, bindery, ...) so a noisy machine affects both alike. The report
 //! shows medians and the bindery/raw ratio against SPEC §9's targets.
 //!
-//! Scenarios: the memory binder ([`memory`]), RabbitMQ ([`rabbitmq`]) and
-//! Kafka ([`kafka`]) throughput, latency at a fixed rate on each
+//! Scenarios: the memory binder ([`memory`]), RabbitMQ ([`rabbitmq`]),
+//! Kafka ([`kafka`]), Redis Streams ([`redis`]) and MQTT ([`mqtt`])
+//! throughput, latency at a fixed rate on each
 //! ([`latency`]), and peak RSS draining a backlog ([`rss`]). The broker
 //! scenarios need the brokers of `scripts/brokers/` and fail, saying how
 //! to start them, when one does not answer.
@@ -19,8 +20,10 @@ pub mod drain;
 pub mod kafka;
 pub mod latency;
 pub mod memory;
+pub mod mqtt;
 pub mod order;
 pub mod rabbitmq;
+pub mod redis;
 pub mod report;
 pub mod rss;
 
@@ -202,6 +205,47 @@ async fn broker_throughput(options: &Options, report: &mut Report) {
                 "{messages} JSON orders preloaded in {} partitions; consume (group) > decode/encode > produce (acks=all) > store the offset after delivery, {} in flight; clocks start at assignment",
                 kafka::broker::PARTITIONS,
                 kafka::PREFETCH
+            ),
+        });
+    }
+    let name = "redis-throughput";
+    if options.wants(name) {
+        let (raw, bindery) = interleave(
+            options,
+            || redis::raw_throughput(messages),
+            || redis::bindery_throughput(messages),
+        )
+        .await;
+        report.scenarios.push(Scenario {
+            name: name.to_owned(),
+            unit: Unit::MessagesPerSecond,
+            raw,
+            bindery,
+            target: Some(Target::RatioAtLeast(0.8)),
+            note: format!(
+                "{messages} JSON orders preloaded in a stream; consume (group, prefetch {}) > decode/encode > XADD > XACK after the XADD returned",
+                redis::PREFETCH
+            ),
+        });
+    }
+    let messages = options.throughput(20_000, 200);
+    let name = "mqtt-throughput";
+    if options.wants(name) {
+        let (raw, bindery) = interleave(
+            options,
+            || mqtt::raw_throughput(messages),
+            || mqtt::bindery_throughput(messages),
+        )
+        .await;
+        report.scenarios.push(Scenario {
+            name: name.to_owned(),
+            unit: Unit::MessagesPerSecond,
+            raw,
+            bindery,
+            target: Some(Target::RatioAtLeast(0.8)),
+            note: format!(
+                "{messages} JSON orders fed at QoS 1 while consumed (shared subscription, receive maximum {}) > decode/encode > publish QoS 1 > ack after the PUBACK",
+                mqtt::PREFETCH
             ),
         });
     }

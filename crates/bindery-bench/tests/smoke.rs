@@ -28,6 +28,8 @@ async fn every_scenario_runs_and_reports_figures() {
         "kafka-throughput",
         "latency-kafka p50",
         "latency-kafka p99",
+        "redis-throughput",
+        "mqtt-throughput",
     ] {
         assert!(
             names.iter().any(|n| n.starts_with(expected)),
