@@ -167,7 +167,10 @@ pub async fn raw_throughput(messages: u64) -> f64 {
     let sink = sink(&names).await;
     let mut options = options(names.client("processor"), true);
     options.set_receive_maximum(Some(PREFETCH));
-    let (client, mut eventloop) = AsyncClient::new(options, REQUESTS);
+    // The loop below queues outputs and acks without waiting (it is the
+    // event loop): room for a whole run, so a queued request never fails.
+    let room = usize::try_from(messages).expect("a run fits in memory") * 2 + REQUESTS;
+    let (client, mut eventloop) = AsyncClient::new(options, room);
     connected(&mut eventloop).await;
     subscribed(
         &client,
