@@ -5,7 +5,7 @@
 //!
 //! Scenarios: the memory binder ([`memory`]), RabbitMQ ([`rabbitmq`]),
 //! Kafka ([`kafka`]), Redis Streams ([`redis`]) and MQTT ([`mqtt`])
-//! throughput, latency at a fixed rate on each
+//! throughput, latency at a fixed rate on memory, RabbitMQ and Kafka
 //! ([`latency`]), and peak RSS draining a backlog ([`rss`]). The broker
 //! scenarios need the brokers of `scripts/brokers/` and fail, saying how
 //! to start them, when one does not answer.
@@ -14,6 +14,7 @@
 //! cargo run --release -p bindery-bench                 # every scenario, 3 rounds
 //! cargo run --release -p bindery-bench -- --rounds 5 --only memory
 //! cargo run --release -p bindery-bench -- --only rabbitmq-throughput --side bindery
+//! cargo run --release -p bindery-bench -- --rounds 3 --only redis --only mqtt
 //! ```
 
 pub mod drain;
@@ -223,12 +224,11 @@ async fn broker_throughput(options: &Options, report: &mut Report) {
             bindery,
             target: Some(Target::RatioAtLeast(0.8)),
             note: format!(
-                "{messages} JSON orders preloaded in a stream; consume (group, prefetch {}) > decode/encode > XADD > XACK after the XADD returned",
+                "{messages} JSON orders preloaded in a stream; consume in a group (XREADGROUP COUNT {}) > decode/encode > XADD > XACK after the XADD returned",
                 redis::PREFETCH
             ),
         });
     }
-    let messages = options.throughput(20_000, 200);
     let name = "mqtt-throughput";
     if options.wants(name) {
         let (raw, bindery) = interleave(
@@ -244,7 +244,7 @@ async fn broker_throughput(options: &Options, report: &mut Report) {
             bindery,
             target: Some(Target::RatioAtLeast(0.8)),
             note: format!(
-                "{messages} JSON orders fed at QoS 1 while consumed (shared subscription, receive maximum {}) > decode/encode > publish QoS 1 > ack after the PUBACK",
+                "{messages} JSON orders queued at QoS 1 in the group member's session; consume over $share (receive maximum {}) > decode/encode > publish QoS 1 > PUBACK the input after the output's PUBACK",
                 mqtt::PREFETCH
             ),
         });
