@@ -1,7 +1,8 @@
 //! The harness in smoke mode: every scenario runs end to end with tiny
-//! counts, the broker scenarios against the real brokers (a broker that
-//! does not answer fails the test, saying how to start it). Timing is
-//! never asserted; only that each figure was produced.
+//! counts, the broker scenarios against the real brokers (RabbitMQ, Kafka,
+//! Redis, Mosquitto; a broker that does not answer fails the test, saying
+//! how to start it). Timing is never asserted; only that each figure was
+//! produced.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_scenario_runs_and_reports_figures() {

@@ -5,15 +5,21 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use rumqttc::Outgoing;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason, Publish};
-use rumqttc::v5::{AsyncClient, EventLoop};
+use rumqttc::v5::{AsyncClient, Event, EventLoop};
+use tokio::sync::mpsc;
 
 use super::PREFETCH;
 use super::broker;
+
+/// A run that receives and acknowledges nothing for this long is stuck
+/// (as [`crate::drain::wait_for_acks`] judges the bindery side).
+const STALL: Duration = Duration::from_secs(60);
 
 /// Inputs waiting for their output's PUBACK.
 #[derive(Default)]
@@ -47,8 +53,9 @@ impl std::fmt::Debug for RawProcessor {
 
 impl RawProcessor {
     /// The member resumes session `member` with a receive maximum of
-    /// [`PREFETCH`] (the broker sends no more unacknowledged messages
-    /// than that), so at most [`PREFETCH`] outputs are in flight too.
+    /// [`PREFETCH`], as the binder sets its prefetch; the worker holds at
+    /// most [`PREFETCH`] inputs unacknowledged, so at most that many
+    /// outputs are in flight too.
     pub fn open(member: &str, filter: &str, output: &str) -> Self {
         let options = broker::options(member, false, Some(PREFETCH));
         let (consumer, consuming) = AsyncClient::new(options, usize::from(PREFETCH) + 64);
@@ -65,7 +72,10 @@ impl RawProcessor {
     }
 
     /// Processes until `limit` inputs are acknowledged, then disconnects
-    /// both clients.
+    /// both clients. The tasks polling an event loop never wait on another
+    /// client's request queue (a full one would stall both loops): inputs
+    /// and PUBACKs go through unbounded channels to a worker that publishes
+    /// and acknowledges.
     pub async fn run(self, process: fn(&[u8]) -> Vec<u8>, limit: u64) {
         let Self {
             consumer,
@@ -76,66 +86,124 @@ impl RawProcessor {
             output,
         } = self;
         let waiting = Arc::new(Mutex::new(Waiting::default()));
-        let acking = tokio::spawn(ack_on_puback(publishing, waiting.clone(), consumer.clone()));
+        let (inputs, received) = mpsc::unbounded_channel();
+        let (confirmed, confirmations) = mpsc::unbounded_channel();
+        let confirming = tokio::spawn(confirm(publishing, waiting.clone(), confirmed));
+        let working = tokio::spawn(work(
+            Worker {
+                consumer: consumer.clone(),
+                publisher: publisher.clone(),
+                output,
+                process,
+                waiting,
+            },
+            received,
+            confirmations,
+        ));
         let mut done = 0u64;
         while done < limit {
-            match broker::next(&mut consuming, "raw consumer").await {
+            let event = tokio::time::timeout(STALL, broker::next(&mut consuming, "raw consumer"))
+                .await
+                .unwrap_or_else(|_| {
+                    panic!("the raw processor acknowledged {done} of {limit} and nothing more for {STALL:?}")
+                });
+            match event {
                 // Subscribing again on a resumed session is harmless, and
                 // what the binder does.
-                rumqttc::v5::Event::Incoming(Packet::ConnAck(_)) => {
-                    consumer
-                        .subscribe(filter.clone(), QoS::AtLeastOnce)
-                        .await
-                        .expect("subscribe");
+                Event::Incoming(Packet::ConnAck(_)) => consumer
+                    .try_subscribe(filter.clone(), QoS::AtLeastOnce)
+                    .expect("subscribe"),
+                Event::Incoming(Packet::Publish(input)) => {
+                    inputs.send(input).expect("the raw worker runs");
                 }
-                rumqttc::v5::Event::Incoming(Packet::Publish(input)) => {
-                    let payload = process(&input.payload);
-                    waiting.lock().queued.push_back(input);
-                    publisher
-                        .publish_with_properties(
-                            output.clone(),
-                            QoS::AtLeastOnce,
-                            false,
-                            payload,
-                            broker::json_properties(),
-                        )
-                        .await
-                        .expect("publish");
-                }
-                rumqttc::v5::Event::Outgoing(Outgoing::PubAck(_)) => done += 1,
+                Event::Outgoing(Outgoing::PubAck(_)) => done += 1,
                 _ => {}
             }
         }
-        consumer.disconnect().await.expect("disconnect");
+        working.abort();
+        confirming.abort();
+        consumer.try_disconnect().expect("disconnect");
         while !matches!(
             broker::next(&mut consuming, "raw consumer").await,
-            rumqttc::v5::Event::Outgoing(Outgoing::Disconnect)
+            Event::Outgoing(Outgoing::Disconnect)
         ) {}
-        acking.abort();
         let _ = publisher.try_disconnect();
     }
 }
 
+/// What the worker needs: both clients, the output topic, the processing
+/// step and the inputs waiting for their output's PUBACK.
+struct Worker {
+    consumer: AsyncClient,
+    publisher: AsyncClient,
+    output: String,
+    process: fn(&[u8]) -> Vec<u8>,
+    waiting: Arc<Mutex<Waiting>>,
+}
+
+/// Publishes each input's processed payload and acknowledges each input
+/// whose output was confirmed (acknowledgements first, so the broker keeps
+/// sending). It takes a new input only while fewer than [`PREFETCH`] are
+/// unacknowledged, as bindery's delivery channel holds back: Mosquitto
+/// (2.0.11) sends a resumed session's queued messages past the client's
+/// receive maximum.
+async fn work(
+    worker: Worker,
+    mut received: mpsc::UnboundedReceiver<Publish>,
+    mut confirmations: mpsc::UnboundedReceiver<Publish>,
+) {
+    let mut unacknowledged = 0usize;
+    loop {
+        tokio::select! {
+            biased;
+            Some(input) = confirmations.recv() => {
+                worker.consumer.ack(&input).await.expect("ack the input");
+                unacknowledged -= 1;
+            }
+            Some(input) = received.recv(), if unacknowledged < usize::from(PREFETCH) => {
+                unacknowledged += 1;
+                let payload = (worker.process)(&input.payload);
+                worker.waiting.lock().queued.push_back(input);
+                worker
+                    .publisher
+                    .publish_with_properties(
+                        worker.output.clone(),
+                        QoS::AtLeastOnce,
+                        false,
+                        payload,
+                        broker::json_properties(),
+                    )
+                    .await
+                    .expect("publish");
+            }
+            else => return,
+        }
+    }
+}
+
 /// Drives the publisher: files each input under its output's packet id
-/// when rumqttc sends it, and acknowledges the input on that PUBACK.
-async fn ack_on_puback(
+/// when rumqttc sends it, and hands the input to the worker on that
+/// PUBACK.
+async fn confirm(
     mut publishing: EventLoop,
     waiting: Arc<Mutex<Waiting>>,
-    consumer: AsyncClient,
+    confirmed: mpsc::UnboundedSender<Publish>,
 ) {
     loop {
         match broker::next(&mut publishing, "raw publisher").await {
-            rumqttc::v5::Event::Outgoing(Outgoing::Publish(pkid)) => {
+            Event::Outgoing(Outgoing::Publish(pkid)) => {
                 let mut waiting = waiting.lock();
                 if let Some(input) = waiting.queued.pop_front() {
                     waiting.sent.insert(pkid, input);
                 }
             }
-            rumqttc::v5::Event::Incoming(Packet::PubAck(ack)) => {
+            Event::Incoming(Packet::PubAck(ack)) => {
                 assert_eq!(ack.reason, PubAckReason::Success, "output not taken");
                 let input = waiting.lock().sent.remove(&ack.pkid);
                 let input = input.expect("a PUBACK of a publish sent");
-                consumer.ack(&input).await.expect("ack the input");
+                if confirmed.send(input).is_err() {
+                    return;
+                }
             }
             _ => {}
         }
