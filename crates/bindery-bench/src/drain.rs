@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use bindery::RunningApp;
+use bindery::{App, RunningApp};
 
 /// A run that acknowledges nothing for this long is stuck.
 const STALL: Duration = Duration::from_secs(60);
@@ -33,4 +33,24 @@ pub async fn wait_for_acks(running: &RunningApp, binding: &str, messages: u64) {
             );
         }
     }
+}
+
+/// Runs a bindery app of `config` whose function `process` is the JSON
+/// processor, until input binding `binding` has acknowledged `messages`;
+/// returns the time from start to the last acknowledgement (shutdown not
+/// included).
+pub async fn process_until_acked(config: &str, binding: &str, messages: u64) -> Duration {
+    let app = App::builder()
+        .without_registered_functions()
+        .function("process", crate::order::process)
+        .env(Vec::<(String, String)>::new())
+        .config_toml(config)
+        .build()
+        .expect("benchmark configuration");
+    let started = Instant::now();
+    let running = app.start().await.expect("start");
+    wait_for_acks(&running, binding, messages).await;
+    let elapsed = started.elapsed();
+    running.shutdown().await.expect("shutdown");
+    elapsed
 }

@@ -13,8 +13,6 @@ pub mod raw;
 
 use std::time::{Duration, Instant};
 
-use bindery::prelude::*;
-
 use crate::order::Order;
 use broker::{Admin, GROUP, Names};
 use raw::RawProcessor;
@@ -102,17 +100,5 @@ fn config(names: &Names) -> String {
 /// the group queue of `names.input()`; returns the time from start to the last
 /// acknowledgement (shutdown not included).
 pub async fn drain(names: &Names, messages: u64) -> Duration {
-    let app = App::builder()
-        .without_registered_functions()
-        .function("process", crate::order::process)
-        .env(Vec::<(String, String)>::new())
-        .config_toml(&config(names))
-        .build()
-        .expect("benchmark configuration");
-    let started = Instant::now();
-    let running = app.start().await.expect("start");
-    crate::drain::wait_for_acks(&running, INPUT_BINDING, messages).await;
-    let elapsed = started.elapsed();
-    running.shutdown().await.expect("shutdown");
-    elapsed
+    crate::drain::process_until_acked(&config(names), INPUT_BINDING, messages).await
 }

@@ -12,8 +12,6 @@ pub mod raw;
 
 use std::time::{Duration, Instant};
 
-use bindery::prelude::*;
-
 use crate::order::Order;
 use broker::{GROUP, Names};
 use raw::RawProcessor;
@@ -84,17 +82,5 @@ fn config(names: &Names) -> String {
 /// the time from start to the last acknowledgement (shutdown not
 /// included).
 async fn drain(names: &Names, messages: u64) -> Duration {
-    let app = App::builder()
-        .without_registered_functions()
-        .function("process", crate::order::process)
-        .env(Vec::<(String, String)>::new())
-        .config_toml(&config(names))
-        .build()
-        .expect("benchmark configuration");
-    let started = Instant::now();
-    let running = app.start().await.expect("start");
-    crate::drain::wait_for_acks(&running, INPUT_BINDING, messages).await;
-    let elapsed = started.elapsed();
-    running.shutdown().await.expect("shutdown");
-    elapsed
+    crate::drain::process_until_acked(&config(names), INPUT_BINDING, messages).await
 }
